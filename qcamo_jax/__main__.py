@@ -1,0 +1,3 @@
+from qcamo_jax.cli import main
+
+raise SystemExit(main())

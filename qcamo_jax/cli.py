@@ -1,0 +1,68 @@
+"""The ``qcamo`` command line: parse, call library functions, report.
+
+Each subcommand lives in ``qcamo_jax/commands/<name>.py`` and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; heavy imports (JAX, the models) happen inside ``run`` so ``qcamo --help`` is fast.
+Any :class:`qcamo_jax.errors.QcamoError` that escapes a command is printed as one line
+(``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from qcamo_jax import __version__
+from qcamo_jax.errors import QcamoError
+
+#: subcommand -> one-line help. The module qcamo_jax.commands.<name> implements it.
+COMMANDS: dict[str, str] = {
+    "attack": "attack images so the quality model scores them below a target; write adversarial files and a report",
+    "score": "score images with a quality model",
+    "convert": "convert KonCept512 weights (Keras .h5 or PyTorch .pth) to a qcamo .safetensors file",
+    "jpeg": "encode an image as JPEG with the JAX encoder (islow / ifast / float DCT)",
+    "evaluate": "measure success after saving and after real JPEG encoders, and distortion",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qcamo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"qcamo_jax {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = _command_module(name)
+        if module is None:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _command_module(name: str):
+    try:
+        return importlib.import_module(f"qcamo_jax.commands.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"qcamo_jax.commands.{name}":
+            return None  # not built yet
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except QcamoError as exc:
+        print(f"qcamo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qcamo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""User-facing errors: one line, naming the file and the problem.
+
+The CLI turns any :class:`QcamoError` into ``qcamo: error: <message>`` and exit code 2, without a
+traceback. Library code raises these for problems with user-supplied files; programming errors stay
+ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class QcamoError(Exception):
+    """A problem with something the user gave us (a file, an option), described in one line."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.message = " ".join(str(message).split())  # always one line
+        super().__init__(self.message if self.path is None else f"{self.path}: {self.message}")
+
+
+class WeightFileError(QcamoError):
+    """A weight file is missing, corrupt, truncated, unrelated, or of the wrong architecture."""
+
+
+class ImageFileError(QcamoError):
+    """An input image cannot be used (not an image, truncated, too small, a decompression bomb...)."""

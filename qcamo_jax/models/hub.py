@@ -1,0 +1,133 @@
+"""Load a quality model by name or path: the one place that maps a checkpoint to a Flax module.
+
+``load_model("default")`` gives the embedded default model shipped in ``weights/``;
+``load_model("path/to/file.safetensors")`` a converted KonCept512 (see :mod:`qcamo_jax.models.convert`)
+or any checkpoint written by :func:`qcamo_jax.models.checkpoint.save`; ``load_model("tiny-random")``
+a randomly initialised tiny KonCept512 for tests and demos.
+
+Architectures register here as ``name -> "module:function"``; the function takes the checkpoint's
+``config`` keyword arguments and returns a Flax module. Imports are lazy so that loading one
+architecture does not import the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from qcamo_jax.errors import WeightFileError
+from qcamo_jax.models import checkpoint
+
+#: architecture name -> "module:builder"; builder(**config) -> flax module.
+ARCHITECTURES: dict[str, str] = {
+    "koncept512": "qcamo_jax.models.koncept:build",
+    "qcamo-small": "qcamo_jax.models.small:build",
+}
+
+#: Where the embedded default model lives (top-level ``weights/`` of the repository).
+WEIGHTS_DIR = Path(os.environ.get("QCAMO_WEIGHTS_DIR", Path(__file__).resolve().parents[2] / "weights"))
+DEFAULT_WEIGHTS = "default.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityModel:
+    """A quality model ready to score: a Flax module, its variables and its provenance.
+
+    Attributes:
+      module: Flax module; ``module.apply(variables, pixels)`` maps ``float32 [B, H, W, 3]`` pixels in
+        [0, 255] to ``float32 [B]`` scores.
+      variables: ``{"params": ..., "batch_stats": ...}`` (inference mode, nothing is updated).
+      metadata: checkpoint metadata (architecture, config, source file and hash, ...).
+      input_size: ``(H, W)`` the model was trained at (KonCept512: (384, 512)).
+      min_size: smallest ``(H, W)`` the architecture accepts.
+    """
+
+    module: nn.Module
+    variables: Mapping[str, Any]
+    metadata: Mapping[str, str]
+    input_size: tuple[int, int]
+    min_size: tuple[int, int]
+
+    def apply(self, variables: Mapping[str, Any], pixels: jax.Array) -> jax.Array:
+        """Pure batched score: ``pixels`` float ``[B, H, W, 3]`` in [0, 255] -> ``float32 [B]``."""
+        return self.module.apply(variables, jnp.asarray(pixels, jnp.float32))
+
+    def score_one(self, variables: Mapping[str, Any], image: jax.Array) -> jax.Array:
+        """Pure single-image score: ``image`` ``[H, W, 3]`` pixels -> scalar. Batch it with ``vmap``."""
+        return self.apply(variables, image[None])[0]
+
+    def score_fn(self) -> Callable[[Mapping[str, Any], jax.Array], jax.Array]:
+        """The single-image score as a plain function ``(variables, image) -> scalar`` for attacks."""
+        return self.score_one
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("name", self.metadata.get("architecture", "model"))
+
+
+def build_module(architecture: str, config: Mapping[str, Any]) -> nn.Module:
+    """Instantiate a registered architecture with its config."""
+    if architecture not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    mod_name, fn_name = ARCHITECTURES[architecture].split(":")
+    builder = getattr(importlib.import_module(mod_name), fn_name)
+    return builder(**config)
+
+
+def from_variables(
+    architecture: str, config: Mapping[str, Any], variables: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
+    source: str = "<memory>",
+) -> QualityModel:
+    """Wrap a variable tree as a :class:`QualityModel`, checking it against the architecture."""
+    module = build_module(architecture, config)
+    h, w = module.input_size
+    template = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3), jnp.float32))
+    checked = checkpoint.check_against_template(variables, template, source)
+    meta = {"architecture": architecture, "config": json.dumps(dict(config), sort_keys=True), **(metadata or {})}
+    return QualityModel(module, jax.tree.map(jnp.asarray, checked), meta, tuple(module.input_size), tuple(module.min_size))
+
+
+def init_random(architecture: str, config: Mapping[str, Any], seed: int = 0) -> QualityModel:
+    """A randomly initialised model (tests, benchmarks; scores are meaningless)."""
+    module = build_module(architecture, config)
+    h, w = module.input_size
+    variables = jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, h, w, 3), jnp.float32))
+    meta = {"architecture": architecture, "config": json.dumps(dict(config), sort_keys=True), "name": f"{architecture}-random"}
+    return QualityModel(module, variables, meta, tuple(module.input_size), tuple(module.min_size))
+
+
+def load_file(path: str | os.PathLike) -> QualityModel:
+    """Load a checkpoint written by :func:`qcamo_jax.models.checkpoint.save`."""
+    flat, metadata = checkpoint.load_raw(path)
+    architecture = metadata["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise WeightFileError(f"unknown architecture {architecture!r} in metadata", path)
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as exc:
+        raise WeightFileError(f"bad config metadata ({exc})", path) from None
+    metadata.setdefault("name", Path(path).stem)
+    return from_variables(architecture, config, checkpoint.unflatten(flat), metadata, source=os.fspath(path))
+
+
+def load_model(spec: str | os.PathLike = "default") -> QualityModel:
+    """Load a model by name (``default``, ``tiny-random``) or by checkpoint path."""
+    spec_s = os.fspath(spec)
+    if spec_s == "default":
+        path = WEIGHTS_DIR / DEFAULT_WEIGHTS
+        if not path.is_file():
+            raise WeightFileError("the embedded default model is missing (reinstall or use --model PATH)", path)
+        return load_file(path)
+    if spec_s == "tiny-random":
+        return init_random("koncept512", {"variant": "keras", "size": "tiny"})
+    if spec_s.endswith((".h5", ".pth", ".pt")):
+        raise WeightFileError("convert this file first: qcamo convert SRC DST.safetensors", spec_s)
+    return load_file(spec_s)
