@@ -1,0 +1,200 @@
+"""InceptionResNetV2 backbone in Flax (NHWC), with the exact math of Keras applications and Cadene's port.
+
+Data contract: ``x`` is ``float32 [B, H, W, 3]`` already normalised to [-1, 1] (the KonCept512 module in
+:mod:`qcamo_jax.models.koncept` does that); the output is the ``conv_7b`` feature map
+``float32 [B, h, w, 1536]`` (``[B, 10, 14, 1536]`` at 384x512). Inference only: batch norm reads
+``batch_stats`` and nothing is updated.
+
+The math, shared by ``keras.applications.InceptionResNetV2`` and Cadene's ``pretrainedmodels`` file:
+
+* every ``conv2d_bn`` is a convolution without bias -> batch norm (epsilon 1e-3) -> ReLU. Keras builds
+  the batch norm with ``scale=False`` (no gamma); Cadene's has a gamma. ``bn_scale`` picks one;
+* stride-2 layers use 'valid' padding; stride-1 odd kernels use symmetric 'same' padding (Cadene pads
+  explicitly, with the same result);
+* the 3x3 average pool of ``mixed_5b`` excludes the padding from the mean (Keras ``padding="same"``
+  average pooling and Cadene's ``count_include_pad=False``);
+* residual blocks compute ``x + scale * conv(concat(branches))`` where ``conv`` is a 1x1 convolution
+  *with* bias and no batch norm: block35 x10 (scale 0.17), block17 x20 (0.10), block8 x9 (0.20), then
+  a last block8 with scale 1.0 and no ReLU.
+
+Module names follow the Cadene port (``conv2d_1a``, ``mixed_5b``...) with residual blocks numbered like
+Keras (``block35_1``...``block35_10``); the converters in :mod:`qcamo_jax.models.convert` map both weight
+sources onto these names.
+
+References:
+  Szegedy et al., "Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning",
+  AAAI 2017.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+#: Batch-norm epsilon of every backbone batch norm (Keras default, "value found in tensorflow" in Cadene's).
+BN_EPSILON = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Size of the backbone: block repeats and a channel divisor (1 = the real InceptionResNetV2).
+
+    Attributes:
+      repeats: number of (block35, block17, block8) blocks before the final, linear block8
+        (InceptionResNetV2: 10, 20, 9).
+      width_div: every channel count is divided by this (at least 1 channel); 1 for the real network.
+    """
+
+    repeats: tuple[int, int, int] = (10, 20, 9)
+    width_div: int = 1
+
+    def ch(self, n: int) -> int:
+        return max(1, n // self.width_div)
+
+
+FULL = BackboneConfig()
+#: A narrow, shallow variant for fast CPU tests (one block of each kind, channels / 8).
+TINY = BackboneConfig(repeats=(1, 1, 1), width_div=8)
+
+BLOCK_SCALES = {"block35": 0.17, "block17": 0.10, "block8": 0.20}
+
+
+class ConvBN(nn.Module):
+    """Convolution without bias -> batch norm (inference) -> optional ReLU (Keras ``conv2d_bn``)."""
+
+    features: int
+    kernel: Sequence[int]
+    strides: int = 1
+    padding: str = "SAME"
+    bn_scale: bool = False
+    relu: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Conv(self.features, tuple(self.kernel), strides=self.strides, padding=self.padding, use_bias=False, name="conv")(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, use_scale=self.bn_scale, name="bn")(x)
+        return nn.relu(x) if self.relu else x
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+
+
+class Mixed5b(nn.Module):
+    cfg: BackboneConfig
+    bn_scale: bool
+
+    @nn.compact
+    def __call__(self, x):
+        c, s = self.cfg.ch, self.bn_scale
+        b0 = ConvBN(c(96), (1, 1), bn_scale=s, name="branch0")(x)
+        b1 = ConvBN(c(48), (1, 1), bn_scale=s, name="branch1_0")(x)
+        b1 = ConvBN(c(64), (5, 5), bn_scale=s, name="branch1_1")(b1)
+        b2 = ConvBN(c(64), (1, 1), bn_scale=s, name="branch2_0")(x)
+        b2 = ConvBN(c(96), (3, 3), bn_scale=s, name="branch2_1")(b2)
+        b2 = ConvBN(c(96), (3, 3), bn_scale=s, name="branch2_2")(b2)
+        b3 = nn.avg_pool(x, (3, 3), strides=(1, 1), padding="SAME", count_include_pad=False)
+        b3 = ConvBN(c(64), (1, 1), bn_scale=s, name="branch3")(b3)
+        return jnp.concatenate([b0, b1, b2, b3], axis=-1)
+
+
+class Mixed6a(nn.Module):
+    cfg: BackboneConfig
+    bn_scale: bool
+
+    @nn.compact
+    def __call__(self, x):
+        c, s = self.cfg.ch, self.bn_scale
+        b0 = ConvBN(c(384), (3, 3), strides=2, padding="VALID", bn_scale=s, name="branch0")(x)
+        b1 = ConvBN(c(256), (1, 1), bn_scale=s, name="branch1_0")(x)
+        b1 = ConvBN(c(256), (3, 3), bn_scale=s, name="branch1_1")(b1)
+        b1 = ConvBN(c(384), (3, 3), strides=2, padding="VALID", bn_scale=s, name="branch1_2")(b1)
+        return jnp.concatenate([b0, b1, _max_pool(x)], axis=-1)
+
+
+class Mixed7a(nn.Module):
+    cfg: BackboneConfig
+    bn_scale: bool
+
+    @nn.compact
+    def __call__(self, x):
+        c, s = self.cfg.ch, self.bn_scale
+        b0 = ConvBN(c(256), (1, 1), bn_scale=s, name="branch0_0")(x)
+        b0 = ConvBN(c(384), (3, 3), strides=2, padding="VALID", bn_scale=s, name="branch0_1")(b0)
+        b1 = ConvBN(c(256), (1, 1), bn_scale=s, name="branch1_0")(x)
+        b1 = ConvBN(c(288), (3, 3), strides=2, padding="VALID", bn_scale=s, name="branch1_1")(b1)
+        b2 = ConvBN(c(256), (1, 1), bn_scale=s, name="branch2_0")(x)
+        b2 = ConvBN(c(288), (3, 3), bn_scale=s, name="branch2_1")(b2)
+        b2 = ConvBN(c(320), (3, 3), strides=2, padding="VALID", bn_scale=s, name="branch2_2")(b2)
+        return jnp.concatenate([b0, b1, b2, _max_pool(x)], axis=-1)
+
+
+#: Residual branches per block type: tuple of branches, each a tuple of (filters, kernel) convs.
+BLOCK_BRANCHES = {
+    "block35": (((32, (1, 1)),), ((32, (1, 1)), (32, (3, 3))), ((32, (1, 1)), (48, (3, 3)), (64, (3, 3)))),
+    "block17": (((192, (1, 1)),), ((128, (1, 1)), (160, (1, 7)), (192, (7, 1)))),
+    "block8": (((192, (1, 1)),), ((192, (1, 1)), (224, (1, 3)), (256, (3, 1)))),
+}
+
+
+class ResidualBlock(nn.Module):
+    """``act(x + scale * conv1x1_bias(concat(branches(x))))``; branch ``i`` conv ``j`` is ``branch{i}_{j}``
+    (``branch0`` for the single-conv first branch, as in Cadene's port)."""
+
+    block_type: str
+    scale: float
+    cfg: BackboneConfig
+    bn_scale: bool
+    activation: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        outs = []
+        for i, branch in enumerate(BLOCK_BRANCHES[self.block_type]):
+            y = x
+            for j, (filters, kernel) in enumerate(branch):
+                name = f"branch{i}" if len(branch) == 1 else f"branch{i}_{j}"
+                y = ConvBN(self.cfg.ch(filters), kernel, bn_scale=self.bn_scale, name=name)(y)
+            outs.append(y)
+        up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, name="conv")(jnp.concatenate(outs, axis=-1))
+        x = x + self.scale * up
+        return nn.relu(x) if self.activation else x
+
+
+class InceptionResNetV2(nn.Module):
+    """The backbone up to ``conv_7b``: ``[B, H, W, 3]`` in [-1, 1] -> ``[B, h, w, 1536 / width_div]``.
+
+    Attributes:
+      cfg: :data:`FULL` or :data:`TINY` (or any :class:`BackboneConfig`).
+      bn_scale: batch norms have a gamma (Cadene / MediaEval port) or not (Keras applications).
+    """
+
+    cfg: BackboneConfig = FULL
+    bn_scale: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c, s = self.cfg.ch, self.bn_scale
+        x = ConvBN(c(32), (3, 3), strides=2, padding="VALID", bn_scale=s, name="conv2d_1a")(x)
+        x = ConvBN(c(32), (3, 3), padding="VALID", bn_scale=s, name="conv2d_2a")(x)
+        x = ConvBN(c(64), (3, 3), bn_scale=s, name="conv2d_2b")(x)
+        x = _max_pool(x)
+        x = ConvBN(c(80), (1, 1), padding="VALID", bn_scale=s, name="conv2d_3b")(x)
+        x = ConvBN(c(192), (3, 3), padding="VALID", bn_scale=s, name="conv2d_4a")(x)
+        x = _max_pool(x)
+        x = Mixed5b(self.cfg, s, name="mixed_5b")(x)
+        n35, n17, n8 = self.cfg.repeats
+        for i in range(n35):
+            x = ResidualBlock("block35", BLOCK_SCALES["block35"], self.cfg, s, name=f"block35_{i + 1}")(x)
+        x = Mixed6a(self.cfg, s, name="mixed_6a")(x)
+        for i in range(n17):
+            x = ResidualBlock("block17", BLOCK_SCALES["block17"], self.cfg, s, name=f"block17_{i + 1}")(x)
+        x = Mixed7a(self.cfg, s, name="mixed_7a")(x)
+        for i in range(n8):
+            x = ResidualBlock("block8", BLOCK_SCALES["block8"], self.cfg, s, name=f"block8_{i + 1}")(x)
+        x = ResidualBlock("block8", 1.0, self.cfg, s, activation=False, name=f"block8_{n8 + 1}")(x)
+        return ConvBN(c(1536), (1, 1), bn_scale=s, name="conv2d_7b")(x)
