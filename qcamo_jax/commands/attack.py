@@ -1,0 +1,47 @@
+"""``qcamo attack``: attack images so the quality model scores them below a target.
+
+Thin: parse, call :func:`qcamo_jax.pipeline.run`, print a one-line summary. See docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--model", default="default", help="'default' (embedded), 'tiny-random' (tests) or a .safetensors checkpoint")
+    p.add_argument("--target", type=float, default=50.0, help="score T to get below (default 50)")
+    p.add_argument("--method", default="pgd", choices=("pgd", "fgsm", "ifgsm", "jpeg-pgd"), help="attack (default pgd)")
+    p.add_argument("--quantize", default="dct", choices=("dct", "spatial", "none"),
+                   help="dct: JPEG coefficients written as .jpg; spatial: 8-bit pixels as .png; none: rounded .png (default dct)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the dct quantizer's output (default 90)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per accelerator call (default 4)")
+    p.add_argument("--devices", default=None, metavar="all|N", help="shard batches over all (or N) devices")
+    p.add_argument("--resume", action="store_true", help="skip images already done in DIR with the same settings")
+    p.add_argument("--seed", type=int, default=0, help="base seed (each image's seed also depends on its content)")
+    p.add_argument("--no-summary", action="store_true", help="do not write summary.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from qcamo_jax import pipeline, report
+    from qcamo_jax.errors import QcamoError
+    from qcamo_jax.models.hub import load_model
+
+    if args.batch_size < 1:
+        raise QcamoError(f"--batch-size must be >= 1, got {args.batch_size}")
+    settings = pipeline.Settings(target=args.target, method=args.method, quantize=args.quantize, quality=args.quality,
+                                 seed=args.seed)
+    out = pipeline.prepare_output_dir(args.out)  # refuse a bad output path before loading anything heavy
+    model = load_model(args.model)
+    result = pipeline.run(args.inputs, out, model, settings, batch_size=args.batch_size, resume=args.resume,
+                          devices=args.devices, progress=not args.quiet, summary=not args.no_summary)
+    s = report.summarize(result.records)
+    rate = lambda v: "n/a" if v is None else f"{100 * v:.0f}%"
+    print(f"qcamo: {s['attacked']}/{s['inputs']} images attacked ({result.reused} reused), {s['refused']} refused; "
+          f"below T={args.target:g}: saved {rate(s['success_saved'])}, after JPEG q90 {rate(s['success_jpeg90'])}; "
+          f"report: {out / pipeline.REPORT_JSON}", file=sys.stderr)
+    return result.exit_code
