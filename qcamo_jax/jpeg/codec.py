@@ -1,0 +1,417 @@
+"""JPEG encoder and decoder emulation in JAX (libjpeg 6b, baseline, YCbCr, 4:4:4 or 4:2:0).
+
+Data contract (one image; batch with ``jax.vmap``; everything jit-able with the options static):
+
+* pixels: ``uint8 [H, W, 3]`` RGB (exact paths) or ``float32 [H, W, 3]`` in pixel units 0-255 (smooth
+  paths);
+* DCT coefficients: per component ``[hb, wb, 8, 8]``, block grid ``hb x wb``, each block ``[v, u]``
+  in natural order (row = vertical frequency). Luma has ``ceil(H/8) x ceil(W/8)`` blocks; chroma the
+  same in 4:4:4 and ``ceil(H/16) x ceil(W/16)`` in 4:2:0 (the block grids libjpeg, jpeglib and every
+  decoder use; MCU padding blocks are not stored here);
+* "DCT units": the JPEG standard (orthonormal) DCT of level-shifted samples, the units of the
+  quantization tables. An integer coefficient ``z`` with table entry ``q`` means ``z * q`` DCT units.
+
+Encoder pipeline (libjpeg ``jpeg_write_scanlines`` with default settings):
+RGB -> YCbCr (``jccolor.c`` fixed point) -> edge padding and 4:2:0 box downsampling (``jcprepct.c``,
+``jcsample.c``) -> level shift -> forward DCT ``islow`` / ``ifast`` / ``float`` -> quantization
+(``jcdctmgr.c``). Edge padding: each plane is extended to whole blocks by replicating its last column
+and last row; in 4:2:0 the full-resolution chroma is first extended to an even height and to
+``16 * ceil(W/16)`` columns, box-averaged, and the subsampled plane is then extended by replicating its
+last row.
+
+Decoder pipeline (libjpeg / libjpeg-turbo ``jpeg_read_scanlines`` defaults): dequantize -> ``islow``
+IDCT with range limit -> ``h2v2_fancy_upsample`` for 4:2:0 chroma -> YCbCr -> RGB (``jdcolor.c``).
+
+What the DCT-domain quantizer needs is exported here: :func:`forward_dct` (unquantized coefficients
+exactly as the chosen encoder computes them, with their quantization steps), :func:`quantize`,
+:func:`dequantize`, :func:`decode_float` (differentiable dequantized coefficients -> float pixels),
+:func:`decode` (exact integer decode) and the :class:`JpegCoefficients` container.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qcamo_jax.jpeg import color, dct, tables
+
+DCT_METHODS = ("islow", "ifast", "float")
+SUBSAMPLINGS = ("444", "420")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Containers
+
+
+@flax.struct.dataclass
+class JpegCoefficients:
+    """The quantized content of one baseline YCbCr JPEG (a pytree; ``height``, ``width``, ``subsampling`` static).
+
+    Attributes:
+      y: int32 ``[ceil(H/8), ceil(W/8), 8, 8]`` quantized luma coefficients, natural order ``[v, u]``.
+      cb: int32 ``[hc, wc, 8, 8]``; ``hc, wc`` = luma's in 4:4:4, ``ceil(H/16), ceil(W/16)`` in 4:2:0.
+      cr: int32, same shape as ``cb``.
+      qt_luma: int32 ``[8, 8]`` luma quantization table (natural order, DCT units).
+      qt_chroma: int32 ``[8, 8]`` table shared by Cb and Cr.
+      height: image height H in pixels (static).
+      width: image width W in pixels (static).
+      subsampling: ``"444"`` or ``"420"`` (static).
+
+    Under ``vmap`` every array gains a leading batch axis (``y: [B, hb, wb, 8, 8]``, ``qt_*: [B, 8, 8]``).
+    """
+
+    y: jax.Array
+    cb: jax.Array
+    cr: jax.Array
+    qt_luma: jax.Array
+    qt_chroma: jax.Array
+    height: int = flax.struct.field(pytree_node=False)
+    width: int = flax.struct.field(pytree_node=False)
+    subsampling: str = flax.struct.field(pytree_node=False, default="444")
+
+    @property
+    def components(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        return (self.y, self.cb, self.cr)
+
+    @property
+    def tables(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Quantization table of each component: ``(qt_luma, qt_chroma, qt_chroma)``."""
+        return (self.qt_luma, self.qt_chroma, self.qt_chroma)
+
+
+class ForwardDCT(NamedTuple):
+    """Unquantized DCT coefficients of one image as an encoder computes them, before rounding.
+
+    For each component ``k`` (0 = Y, 1 = Cb, 2 = Cr):
+
+    * ``ratio[k]``: float32 ``[hb, wb, 8, 8]``, the coefficient divided by its quantization step, as the
+      encoder computes it. The stored integer is ``round_half_away_from_zero(ratio)`` for ``islow``
+      and ``ifast`` (exact: ``ratio`` is the correctly rounded quotient of the encoder's two integers,
+      so ties are kept) and ``floor(float32(ratio + 16384.5)) - 16384`` for ``float``; use
+      :func:`quantize`.
+    * ``step[k]``: float32 ``[8, 8]``, the effective quantization step in DCT units. ``islow``,
+      ``float``: the quantization table itself. ``ifast``: libjpeg divides the AAN output ``t`` by the
+      integer ``D = round(q * aanscale / 2**11)``, i.e. it rounds ``F / (D / (8 s_v s_u))``; the
+      effective step ``D / (8 s_v s_u)`` differs from ``q`` by up to a few percent at high frequencies.
+
+    ``coef = ratio * step`` (property) is the unquantized coefficient in DCT units (float32); for
+    ``islow`` it is exactly the encoder's fixed-point DCT / 8. Change a coefficient by ``k`` steps:
+    ``z = round(ratio) + k``; decode ``z * qt`` (:func:`dequantize`), not ``z * step``.
+    """
+
+    ratio: tuple[jax.Array, jax.Array, jax.Array]
+    step: tuple[jax.Array, jax.Array, jax.Array]
+
+    @property
+    def coef(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        return tuple(r * s for r, s in zip(self.ratio, self.step))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input checks (raise ValueError naming the expected shape)
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_options(dct_method: str, subsampling: str) -> None:
+    if dct_method not in DCT_METHODS:
+        raise ValueError(f"dct_method must be one of {DCT_METHODS}, got {dct_method!r}")
+    if subsampling not in SUBSAMPLINGS:
+        raise ValueError(f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}")
+
+
+def check_image(image, *, integer: bool = True, name: str = "image"):
+    """Validate one RGB image. Returns it as a JAX array (uint8->int32 untouched otherwise).
+
+    Args:
+      image: ``uint8 [H, W, 3]`` (``integer=True``; other integer dtypes are accepted when their values
+        are in 0..255) or ``float [H, W, 3]`` pixels in 0..255 (``integer=False``).
+
+    Raises:
+      ValueError: wrong rank, channel count, empty, wrong dtype, or values outside 0..255 (value checks
+        only when the array is concrete, not under ``jit``).
+    """
+    want = "uint8 [H, W, 3]" if integer else "float32 [H, W, 3] in 0..255"
+    shape = getattr(image, "shape", None)
+    dtype = getattr(image, "dtype", None)
+    if shape is None or dtype is None:
+        raise ValueError(f"{name} must be an array {want}, got {type(image).__name__}")
+    if len(shape) != 3:
+        raise ValueError(f"{name} must be {want} (one image; vmap for batches), got shape {tuple(shape)}")
+    if shape[2] != 3:
+        raise ValueError(f"{name} must be {want} (RGB, 3 channels), got shape {tuple(shape)}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"{name} must be {want} with H, W >= 1, got shape {tuple(shape)}")
+    kind = np.dtype(dtype).kind
+    if integer and kind not in "ui":
+        raise ValueError(f"{name} must be {want}, got dtype {np.dtype(dtype).name}")
+    if not integer and kind not in "uif":
+        raise ValueError(f"{name} must be {want}, got dtype {np.dtype(dtype).name}")
+    if _is_concrete(image) and not (kind == "u" and np.dtype(dtype).itemsize == 1):
+        arr = np.asarray(image)
+        if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"{name} must be {want}: values must lie in 0..255, got {arr.min()}..{arr.max()}")
+    return jnp.asarray(image)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry
+
+
+def block_grid(height: int, width: int, subsampling: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((hb, wb) of luma, (hc, wc) of chroma)``: the block grids of an H x W image."""
+    luma = (-(-height // 8), -(-width // 8))
+    chroma = luma if subsampling == "444" else (-(-height // 16), -(-width // 16))
+    return luma, chroma
+
+
+def _pad_edge(plane, rows: int, cols: int):
+    h, w = plane.shape
+    return jnp.pad(plane, ((0, rows - h), (0, cols - w)), mode="edge")
+
+
+def _sample_planes_int(ycc, subsampling: str):
+    """int32 YCbCr ``[H, W, 3]`` -> three padded int32 sample planes ``[8 hb, 8 wb]`` (libjpeg jcprepct)."""
+    h, w, _ = ycc.shape
+    (hb, wb), (hc, wc) = block_grid(h, w, subsampling)
+    y = _pad_edge(ycc[..., 0], 8 * hb, 8 * wb)
+    if subsampling == "444":
+        return [y] + [_pad_edge(ycc[..., k], 8 * hb, 8 * wb) for k in (1, 2)]
+    out = [y]
+    for k in (1, 2):
+        full = _pad_edge(ycc[..., k], h + h % 2, 16 * wc)
+        out.append(_pad_edge(color.downsample_420_int(full), 8 * hc, 8 * wc))
+    return out
+
+
+def _sample_planes_float(ycc, subsampling: str):
+    """Float counterpart of :func:`_sample_planes_int` (box average without bias or rounding)."""
+    h, w, _ = ycc.shape
+    (hb, wb), (hc, wc) = block_grid(h, w, subsampling)
+    y = _pad_edge(ycc[..., 0], 8 * hb, 8 * wb)
+    if subsampling == "444":
+        return [y] + [_pad_edge(ycc[..., k], 8 * hb, 8 * wb) for k in (1, 2)]
+    out = [y]
+    for k in (1, 2):
+        full = _pad_edge(ycc[..., k], h + h % 2, 16 * wc)
+        out.append(_pad_edge(color.downsample_420(full), 8 * hc, 8 * wc))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoder
+
+
+def _round_div(t, d):
+    """jcdctmgr.c quantization: ``sign(t) * ((|t| + d // 2) // d)`` (round half away from zero)."""
+    a = jnp.abs(t)
+    return jnp.sign(t) * ((a + (d >> 1)) // d)
+
+
+def _tables(quality: int):
+    luma, chroma = tables.quant_tables(quality)
+    return jnp.asarray(luma), jnp.asarray(chroma)
+
+
+def _aan8():
+    return jnp.asarray(dct.aan_scale(), jnp.float32)
+
+
+def forward_dct(image, quality: int | None = None, *, dct_method: str = "islow", subsampling: str = "444",
+                qt_luma=None, qt_chroma=None) -> ForwardDCT:
+    """Unquantized coefficients of ``image`` exactly as libjpeg computes them (see :class:`ForwardDCT`).
+
+    Args:
+      image: uint8 ``[H, W, 3]`` RGB.
+      quality: IJG quality 1..100 (static), or give ``qt_luma`` and ``qt_chroma`` (int32 ``[8, 8]``).
+      dct_method: ``"islow"`` (Pillow, cjpeg default), ``"ifast"`` (ImageMagick at quality <= 90) or
+        ``"float"``.
+      subsampling: ``"444"`` or ``"420"``.
+
+    Returns:
+      :class:`ForwardDCT` with per-component ``ratio`` ``[hb, wb, 8, 8]`` and ``step`` ``[8, 8]``.
+    """
+    check_options(dct_method, subsampling)
+    image = check_image(image)
+    luma, chroma = _resolve_tables(quality, qt_luma, qt_chroma)
+    planes = _sample_planes_int(color.rgb_to_ycc_int(image), subsampling)
+    ratios, steps = [], []
+    for plane, qt in zip(planes, (luma, chroma, chroma)):
+        ratio, step = _ratio_and_step(plane, qt, dct_method)
+        ratios.append(ratio)
+        steps.append(step)
+    return ForwardDCT(tuple(ratios), tuple(steps))
+
+
+def _resolve_tables(quality, qt_luma, qt_chroma):
+    if quality is not None:
+        if qt_luma is not None or qt_chroma is not None:
+            raise ValueError("give either quality or (qt_luma, qt_chroma), not both")
+        return _tables(quality)
+    if qt_luma is None or qt_chroma is None:
+        raise ValueError("give quality (1..100) or both qt_luma and qt_chroma (int32 [8, 8])")
+    for name, t in (("qt_luma", qt_luma), ("qt_chroma", qt_chroma)):
+        if tuple(jnp.shape(t)) != (8, 8):
+            raise ValueError(f"{name} must be int32 [8, 8] (natural order), got shape {tuple(jnp.shape(t))}")
+    return jnp.asarray(qt_luma, jnp.int32), jnp.asarray(qt_chroma, jnp.int32)
+
+
+def _ratio_and_step(plane, qt, dct_method):
+    blocks = dct.blockify(plane - 128)
+    qt = jnp.asarray(qt, jnp.int32)
+    if dct_method == "islow":
+        t = dct.fdct_islow(blocks)
+        return t.astype(jnp.float32) / (8 * qt).astype(jnp.float32), qt.astype(jnp.float32)
+    if dct_method == "ifast":
+        t = dct.fdct_ifast(blocks)
+        d = _ifast_divisors(qt)
+        step = d.astype(jnp.float32) / _aan8()
+        return t.astype(jnp.float32) / d.astype(jnp.float32), step
+    t = dct.fdct_float(blocks)
+    return t * _float_divisors(qt), qt.astype(jnp.float32)
+
+
+def _ifast_divisors(qt):
+    return (qt * jnp.asarray(tables.AAN_SCALES) + (1 << 10)) >> 11
+
+
+def _float_divisors(qt):
+    # libjpeg computes 1 / (q * s_v * s_u * 8) in double, then stores a float. In float32 the product and
+    # reciprocal can differ by an ulp; when the table is concrete use the exact numpy (float64) value.
+    if _is_concrete(qt):
+        return jnp.asarray(tables.float_divisors(np.asarray(qt)))
+    return (1.0 / (qt.astype(jnp.float32) * _aan8())).astype(jnp.float32)
+
+
+def quantize(fwd: ForwardDCT, dct_method: str = "islow") -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The integers libjpeg stores for unquantized coefficients ``fwd`` (int32 ``[hb, wb, 8, 8]`` each)."""
+    out = []
+    for r in fwd.ratio:
+        if dct_method == "float":
+            out.append(jnp.floor(r + jnp.float32(16384.5)).astype(jnp.int32) - 16384)
+        else:
+            out.append(round_half_away(r).astype(jnp.int32))
+    return tuple(out)
+
+
+def round_half_away(x):
+    """Round to nearest, ties away from zero (libjpeg's integer quantizer), keeping float dtype."""
+    return jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
+
+
+def encode(image, quality: int | None = None, *, dct_method: str = "islow", subsampling: str = "444",
+           qt_luma=None, qt_chroma=None) -> JpegCoefficients:
+    """Encoder emulation: uint8 ``[H, W, 3]`` RGB -> quantized coefficients, bit-exact to libjpeg 6b.
+
+    Args:
+      image: uint8 ``[H, W, 3]`` RGB.
+      quality: IJG quality factor 1..100 (static under jit), or pass both tables instead.
+      dct_method: ``"islow"``, ``"ifast"`` or ``"float"`` (libjpeg ``JDCT_*``).
+      subsampling: ``"444"`` (1x1 all components) or ``"420"`` (luma 2x2).
+      qt_luma, qt_chroma: int32 ``[8, 8]`` tables (natural order) instead of ``quality``.
+
+    Returns:
+      :class:`JpegCoefficients`.
+
+    Examples:
+      >>> coeffs = jax.jit(encode, static_argnums=1, static_argnames=("dct_method", "subsampling"))(img, 90)
+    """
+    check_options(dct_method, subsampling)
+    image = check_image(image)
+    luma, chroma = _resolve_tables(quality, qt_luma, qt_chroma)
+    planes = _sample_planes_int(color.rgb_to_ycc_int(image), subsampling)
+    comps = []
+    for plane, qt in zip(planes, (luma, chroma, chroma)):
+        blocks = dct.blockify(plane - 128)
+        if dct_method == "islow":
+            comps.append(_round_div(dct.fdct_islow(blocks), 8 * qt))
+        elif dct_method == "ifast":
+            comps.append(_round_div(dct.fdct_ifast(blocks), _ifast_divisors(qt)))
+        else:
+            prod = dct.fdct_float(blocks) * _float_divisors(qt)
+            comps.append(jnp.floor(prod + jnp.float32(16384.5)).astype(jnp.int32) - 16384)
+    h, w, _ = image.shape
+    return JpegCoefficients(*comps, qt_luma=luma, qt_chroma=chroma, height=h, width=w, subsampling=subsampling)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoder
+
+
+def dequantize(coeffs: JpegCoefficients) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``z * q`` per component: float32 ``[hb, wb, 8, 8]`` dequantized coefficients in DCT units."""
+    return tuple((z * q).astype(jnp.float32) for z, q in zip(coeffs.components, coeffs.tables))
+
+
+def _component_dims(height: int, width: int, subsampling: str, k: int) -> tuple[int, int]:
+    if k == 0 or subsampling == "444":
+        return height, width
+    return -(-height // 2), -(-width // 2)
+
+
+def decode(coeffs: JpegCoefficients):
+    """Decoder emulation (libjpeg 6b / libjpeg-turbo defaults): coefficients -> uint8 ``[H, W, 3]`` RGB.
+
+    ``islow`` IDCT with libjpeg's range limit, ``h2v2_fancy_upsample`` for 4:2:0 chroma, fixed-point
+    YCbCr -> RGB.
+    """
+    h, w, sub = coeffs.height, coeffs.width, coeffs.subsampling
+    planes = []
+    for k, (z, q) in enumerate(zip(coeffs.components, coeffs.tables)):
+        samples = dct.unblockify(dct.idct_islow(jnp.asarray(z, jnp.int32) * jnp.asarray(q, jnp.int32)))
+        ch, cw = _component_dims(h, w, sub, k)
+        plane = samples[:ch, :cw]
+        if k and sub == "420":
+            plane = color.upsample_420_int(plane)[:h, :w]
+        planes.append(plane)
+    return color.ycc_to_rgb_int(jnp.stack(planes, axis=-1)).astype(jnp.uint8)
+
+
+def decode_float(dequantized, *, height: int, width: int, subsampling: str = "444", clip: bool = False):
+    """Differentiable decode: dequantized coefficients (DCT units) -> float32 pixels ``[H, W, 3]``.
+
+    The smooth counterpart of :func:`decode`: orthonormal IDCT, level shift, triangle ("fancy")
+    upsampling for 4:2:0 chroma, JFIF YCbCr -> RGB, all in float32 without rounding. It agrees with
+    :func:`decode` to within about one grey level where nothing clips (see tests/docs).
+
+    Args:
+      dequantized: ``(y, cb, cr)`` float ``[hb, wb, 8, 8]`` (block grids as in :class:`JpegCoefficients`),
+        e.g. :func:`dequantize` output or ``z * qt`` with real-valued ``z``.
+      height, width: image size in pixels (static).
+      subsampling: ``"444"`` or ``"420"`` (static).
+      clip: clamp the result to 0..255 (zero gradient outside).
+    """
+    check_options("islow", subsampling)
+    planes = []
+    for k, c in enumerate(dequantized):
+        samples = dct.unblockify(dct.idct(jnp.asarray(c, jnp.float32))) + 128.0
+        ch, cw = _component_dims(height, width, subsampling, k)
+        plane = samples[:ch, :cw]
+        if k and subsampling == "420":
+            plane = color.upsample_420(plane)[:height, :width]
+        planes.append(plane)
+    rgb = color.ycc_to_rgb(jnp.stack(planes, axis=-1))
+    return jnp.clip(rgb, 0.0, 255.0) if clip else rgb
+
+
+def forward_dct_float(image, *, subsampling: str = "444"):
+    """Differentiable encoder front end: float pixels ``[H, W, 3]`` -> float DCT coefficients (DCT units).
+
+    Float JFIF colour conversion, edge padding, 2x2 box downsampling (4:2:0), orthonormal DCT; no
+    rounding. Returns ``(y, cb, cr)`` float32 ``[hb, wb, 8, 8]`` on the same block grids as
+    :func:`encode`. Divide by a quantization step to compare with :class:`ForwardDCT` ratios.
+    """
+    check_options("islow", subsampling)
+    planes = _sample_planes_float(color.rgb_to_ycc(image), subsampling)
+    return tuple(dct.dct(dct.blockify(p - 128.0)) for p in planes)
+
+
+def roundtrip(image, quality: int, *, dct_method: str = "islow", subsampling: str = "444"):
+    """Exact JPEG round trip: uint8 ``[H, W, 3]`` -> encode -> decode -> uint8 ``[H, W, 3]``."""
+    return decode(encode(image, quality, dct_method=dct_method, subsampling=subsampling))
