@@ -30,6 +30,8 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
       ImageFileError: missing, unreadable, zero-byte, truncated, not an image, or too many pixels.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ImageFileError("is a directory, not an image file", path)
     try:
         if os.path.getsize(path) == 0:
             raise ImageFileError("empty file (0 bytes)", path)

@@ -36,8 +36,8 @@ REFUSED = (
     "not_an_image",
     "too_small",
     "decompression_bomb",
-    "directory_named_like_image",
     "broken_symlink",
+    "no_read_permission",
 )
 
 
@@ -98,7 +98,8 @@ def write_corpus(folder: str | os.PathLike, base: np.ndarray, min_size: tuple[in
     files["palette_transparent_gif.gif"] = _encode(pal2, "GIF", transparency=63)
     files["cmyk_jpeg.jpg"] = _encode(rgb.convert("CMYK"), "JPEG", quality=95)
     files["gray16_png.png"] = png_bytes_16bit(np.asarray(gray, np.uint16) * 257)
-    files["rgb16_png.png"] = png_bytes_16bit(base.astype(np.uint16) * 257 + 128)
+    # High byte = the photo, low byte = its complement: an 8-bit reader must take the high byte.
+    files["rgb16_png.png"] = png_bytes_16bit(base.astype(np.uint16) * 256 + (255 - base))
     # Orientation 6: the stored pixels are the displayed image rotated 90 degrees counter-clockwise.
     stored = rgb.transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
@@ -120,9 +121,11 @@ def write_corpus(folder: str | os.PathLike, base: np.ndarray, min_size: tuple[in
         p = folder / name
         p.write_bytes(data)
         out[name.rsplit(".", 1)[0]] = p
-    d = folder / "directory_named_like_image.png"
-    d.mkdir(exist_ok=True)
-    out["directory_named_like_image"] = d
+    # Unreadable: mode 000 (root reads it anyway; tests of this case skip under root).
+    locked = folder / "no_read_permission.png"
+    locked.write_bytes(_encode(rgb, "PNG"))
+    locked.chmod(0)
+    out["no_read_permission"] = locked
     link = folder / "broken_symlink.jpg"
     if not link.is_symlink():
         link.symlink_to(folder / "does_not_exist.jpg")

@@ -1,0 +1,275 @@
+"""The attack pipeline as a library: discovery, naming, odd and bad inputs, reports, resume.
+
+A tiny randomly initialised ``qcamo-small`` keeps this fast on two CPU cores; the real attack (PGD in a
+budget search, 2 x 2 steps) and the spatial quantizer run through :class:`qcamo_jax.pipeline.AttackEngine`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import photos
+from bad_inputs.corpus import HANDLED, REFUSED, write_corpus
+from qcamo_jax import fileio, imageio, pipeline, report
+from qcamo_jax.errors import QcamoError
+
+SHAPE = (64, 96)
+TINY_CONFIG = {"widths": [4, 4, 8, 8, 8], "head": [8, 4], "input_size": [64, 64]}
+FAST = pipeline.Settings(target=45.0, method="pgd", quantize="spatial", attack_options={"steps": 2, "search_steps": 2})
+
+
+@pytest.fixture(scope="module")
+def model():
+    from qcamo_jax.models.hub import init_random
+
+    return init_random("qcamo-small", TINY_CONFIG, seed=1)
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory, model):
+    """One run over the whole bad-input corpus plus a same-name pair; shared by the per-case tests."""
+    root = tmp_path_factory.mktemp("corpus")
+    base = photos.photo("chelsea", SHAPE)
+    files = write_corpus(root / "in", base, model.min_size)
+    (root / "in" / "other").mkdir()
+    twin = root / "in" / "other" / "rgb_jpeg.jpg"
+    shutil.copy(files["rgb_jpeg"], twin)
+    hashes = {p: fileio.sha256_file(p) for p in (root / "in").rglob("*")
+              if p.is_file() and not p.is_symlink() and os.access(p, os.R_OK)}
+    inputs = [root / "in", files["broken_symlink"]]
+    logs: list[str] = []
+    result = pipeline.run(inputs, root / "out", model, FAST, batch_size=4, progress=False, log=logs.append)
+    return dict(root=root, files=files, twin=twin, base=base, hashes=hashes, result=result, logs=logs)
+
+
+def _record(run, path):
+    recs = [r for r in run["result"].records if r["path"] == os.fspath(path)]
+    assert len(recs) == 1, [r["path"] for r in run["result"].records]
+    return recs[0]
+
+
+# ---------------------------------------------------------------------------------------------- discovery
+
+
+def test_discover_inputs_files_folders_globs(tmp_path):
+    for rel in ("a/x.png", "a/b/y.JPG", "a/.hidden.png", "a/notes.txt", "c/z.jpeg", "out/old.png"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    got = pipeline.discover_inputs([tmp_path / "a", str(tmp_path / "c" / "*.jpeg"), tmp_path / "a" / "x.png",
+                                    tmp_path / "missing.png", str(tmp_path / "**" / "*.png")], exclude=tmp_path / "out")
+    rel = [os.path.relpath(p, tmp_path) for p in got]
+    # folder: recursive, image extensions only, hidden skipped; duplicates once; missing kept (refused later);
+    # the output folder is never read.
+    assert rel == ["a/x.png", "a/b/y.JPG", "c/z.jpeg", "missing.png"]
+
+
+def test_output_names_distinct_and_stable():
+    paths = [Path("a/cat.png"), Path("b/cat.jpg"), Path("dog.png"), Path("report.png")]
+    names = pipeline.output_names(paths, ".jpg")
+    assert len(set(names)) == 4
+    assert names[2] == "dog.jpg"
+    assert names[0].startswith("cat-") and names[1].startswith("cat-")
+    assert names[3] != "report.jpg"  # never collides with the run's own files
+    assert pipeline.output_names(paths[::-1], ".jpg") == names[::-1]  # independent of order
+
+
+def test_image_seed_from_content_and_base_seed():
+    assert pipeline.image_seed("ab" * 32, 0) == pipeline.image_seed("ab" * 32, 0)
+    assert pipeline.image_seed("ab" * 32, 0) != pipeline.image_seed("ab" * 32, 1)
+    assert pipeline.image_seed("ab" * 32, 0) != pipeline.image_seed("cd" * 32, 0)
+
+
+def test_plan_batches_groups_by_shape_with_fixed_batch_size():
+    class It:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    items = [It(f"i{k}", (64, 96, 3) if k % 3 else (80, 80, 3)) for k in range(10)]
+    plan = pipeline.plan_batches(items, 4)
+    assert [(s, b, len(g)) for s, b, g in plan] == [((64, 96, 3), 4, 4), ((64, 96, 3), 4, 2), ((80, 80, 3), 4, 4)]
+    # The plan depends only on the set of items, not their order.
+    again = pipeline.plan_batches(items[::-1], 4)
+    assert [[i.name for i in g] for *_, g in plan] == [[i.name for i in g] for *_, g in again]
+
+
+# ---------------------------------------------------------------------------------------------- output folder
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(QcamoError, match="not a folder"):
+        pipeline.prepare_output_dir(f)
+    with pytest.raises(QcamoError, match="cannot create"):
+        pipeline.prepare_output_dir(f / "sub")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_output_folder_not_writable_is_refused(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        with pytest.raises(QcamoError, match="not writable"):
+            pipeline.prepare_output_dir(d)
+    finally:
+        d.chmod(0o700)
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    (tmp_path / ".x.png.abc123.tmp").write_bytes(b"partial")
+    (tmp_path / "keep.png").write_bytes(b"x")
+    pipeline.prepare_output_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+
+
+# ---------------------------------------------------------------------------------------------- odd inputs -> RGB
+
+
+def test_imageio_conversions(tmp_path):
+    base = photos.photo("coffee", SHAPE)
+    files = write_corpus(tmp_path, base, (64, 64))
+    jpeg_ref = imageio.load_rgb(files["rgb_jpeg"]).astype(int)
+    # EXIF orientation honoured: same pixels as the unrotated JPEG, up to JPEG noise.
+    rot = imageio.load_rgb(files["exif_rotated_jpeg"]).astype(int)
+    assert rot.shape == base.shape and np.mean(np.abs(rot - jpeg_ref)) < 3
+    cmyk = imageio.load_rgb(files["cmyk_jpeg"]).astype(int)
+    assert np.mean(np.abs(cmyk - base)) < 4
+    gray = imageio.load_rgb(files["grayscale_png"])
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+    g16 = imageio.load_rgb(files["gray16_png"])
+    assert np.array_equal(g16, gray)  # 16-bit v*257 -> v
+    rgb16 = imageio.load_rgb(files["rgb16_png"])
+    assert np.array_equal(rgb16, base)  # 256 v + (255 - v) -> v (high byte)
+    rgba = imageio.load_rgb(files["rgba_png"]).astype(int)
+    assert np.all(rgba[:, 0] == 255)  # alpha 0 in the first column -> white
+    assert np.max(np.abs(rgba[:, -1] - base[:, -1])) <= 1  # alpha 255 in the last column -> the photo
+    gif = imageio.load_rgb(files["palette_transparent_gif"])
+    assert np.all(gif[: SHAPE[0] // 4, : SHAPE[1] // 4] == 255)  # transparent palette entry -> white
+
+
+# ---------------------------------------------------------------------------------------------- the corpus run
+
+
+@pytest.mark.parametrize("case", HANDLED)
+def test_handled_input_is_attacked(corpus_run, case):
+    rec = _record(corpus_run, corpus_run["files"][case])
+    assert rec["error"] is None
+    out = Path(rec["output"])
+    assert out.parent == corpus_run["root"] / "out" and out.suffix == ".png"
+    pixels = imageio.load_rgb(out)
+    assert pixels.shape[:2] == (rec["height"], rec["width"])
+    expected = imageio.load_rgb(corpus_run["files"][case])
+    assert pixels.shape == expected.shape
+    diff = pixels.astype(np.float64) - expected
+    assert rec["l2"] == pytest.approx(np.sqrt(np.sum(diff**2)), rel=1e-4, abs=1e-3)
+    for key in ("original_score", "final_score", "jpeg90_score", "psnr", "ssim", "seconds"):
+        assert isinstance(rec[key], float), key
+    assert rec["success_saved"] == (rec["final_score"] < FAST.target)
+    assert rec["success_jpeg90"] == (rec["jpeg90_score"] < FAST.target)
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_refused_input_has_one_line_reason(corpus_run, case):
+    if case == "no_read_permission" and os.geteuid() == 0:
+        pytest.skip("root can read a mode-000 file")
+    path = corpus_run["files"][case]
+    rec = _record(corpus_run, path)
+    assert rec["output"] is None
+    assert isinstance(rec["error"], str) and rec["error"] and "\n" not in rec["error"]
+    assert any(os.fspath(path) in m and rec["error"] in m for m in corpus_run["logs"]), corpus_run["logs"]
+    expected = {
+        "zero_byte": "empty", "truncated_jpeg": "truncated", "truncated_png": "truncated", "not_an_image": "not an image",
+        "too_small": "smaller than the model", "decompression_bomb": "decompression bomb",
+        "broken_symlink": "No such file", "no_read_permission": "Permission denied",
+    }[case]
+    assert expected in rec["error"]
+
+
+def test_same_name_in_two_folders_gives_two_outputs(corpus_run):
+    a = _record(corpus_run, corpus_run["files"]["rgb_jpeg"])
+    b = _record(corpus_run, corpus_run["twin"])
+    assert a["output"] != b["output"] and Path(a["output"]).is_file() and Path(b["output"]).is_file()
+    # Same content -> same per-image seed -> same result, wherever the file sits.
+    assert fileio.sha256_file(a["output"]) == fileio.sha256_file(b["output"])
+
+
+def test_corpus_run_reports_and_exit_code(corpus_run):
+    out = corpus_run["root"] / "out"
+    result = corpus_run["result"]
+    refused = len(REFUSED) - (os.geteuid() == 0)  # root reads the mode-000 file
+    assert result.exit_code == 1 and result.failed == refused
+    data = json.loads((out / "report.json").read_text())
+    assert isinstance(data, list) and len(data) == len(HANDLED) + len(REFUSED) + 1
+    required = {"path", "output", "original_score", "final_score", "success_saved", "success_jpeg90", "l2", "psnr",
+                "ssim", "seconds", "error"}
+    assert all(required <= set(r) for r in data)
+    assert data == json.loads(report.to_json(result.records))
+    with open(out / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [r["path"] for r in data]
+    with Image.open(out / "summary.png") as im:
+        assert im.format == "PNG" and im.width > 400
+    # Nothing else in the folder: outputs, the two reports, the summary; no temporary files.
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([Path(r["output"]).name for r in data if r["output"]] + ["report.csv", "report.json", "summary.png"])
+
+
+def test_inputs_never_modified(corpus_run):
+    for p, h in corpus_run["hashes"].items():
+        assert fileio.sha256_file(p) == h, p
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def _strip(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_resume_reuses_everything_and_recomputes_on_new_settings(tmp_path, model):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("astronaut", "coffee", "rocket"):
+        Image.fromarray(photos.photo(name, SHAPE)).save(src / f"{name}.png")
+    out = tmp_path / "out"
+    first = pipeline.run([src], out, model, FAST, batch_size=2, progress=False, summary=False)
+    assert first.exit_code == 0 and first.processed == 3
+    again = pipeline.run([src], out, model, FAST, batch_size=2, resume=True, progress=False, summary=False)
+    assert again.reused == 3 and again.processed == 0
+    assert again.records == first.records
+    # A damaged output is recomputed (with its whole batch) and comes back identical.
+    victim = Path(first.records[0]["output"])
+    good = victim.read_bytes()
+    victim.write_bytes(good[:10])
+    fixed = pipeline.run([src], out, model, FAST, batch_size=2, resume=True, progress=False, summary=False)
+    assert fixed.processed >= 1 and victim.read_bytes() == good
+    assert _strip(fixed.records) == _strip(first.records)
+    # Different settings: nothing reused.
+    other = pipeline.Settings(**{**FAST.as_dict(), "seed": 7})
+    changed = pipeline.run([src], out, model, other, batch_size=2, resume=True, progress=False, summary=False)
+    assert changed.reused == 0 and changed.processed == 3
+
+
+# ---------------------------------------------------------------------------------------------- reference JPEG
+
+
+@pytest.mark.skipif(not Path("/usr/bin/convert").exists(), reason="ImageMagick not installed")
+def test_reference_reencoding_matches_imagemagick(tmp_path):
+    img = photos.photo("astronaut", (72, 88))
+    src = tmp_path / "a.png"
+    Image.fromarray(img).save(src)
+    subprocess.run(["/usr/bin/convert", str(src), "-quality", "90", str(tmp_path / "a.jpg")], check=True)
+    ours = pipeline.reencode_reference(img, 90)
+    theirs = imageio.load_rgb(tmp_path / "a.jpg")
+    assert np.array_equal(ours, theirs)
