@@ -53,6 +53,8 @@ REPORT_CSV = "report.csv"
 SUMMARY_PNG = "summary.png"
 #: Quality of the reference re-encoding behind ``success_jpeg90`` (the MediaEval 2020 setting).
 REFERENCE_QUALITY = 90
+#: Encoder of that re-encoding (a :data:`qcamo_jax.jpeg.encoders.ENCODERS` name): ImageMagick-equivalent.
+REFERENCE_ENCODER = "libjpeg6b-ifast-444"
 METHODS = ("pgd", "fgsm", "ifgsm", "jpeg-pgd")
 QUANTIZERS = ("dct", "spatial", "none")
 
@@ -72,7 +74,9 @@ class Settings:
         ``"none"`` (plain rounding of the attack, ``.png``).
       quality: JPEG quality of the ``dct`` quantizer's output file.
       seed: base seed; each image's key is derived from it and the image's content hash.
-      attack_options: extra keyword options of the attack config (e.g. ``{"steps": 10}``).
+      attack_options: extra options of the attack and quantizer (see :func:`attack_config`).
+      reference_encoder: encoder of the quality-90 re-encoding behind ``success_jpeg90``
+        (see :func:`reencode_reference`).
     """
 
     target: float = 50.0
@@ -81,6 +85,7 @@ class Settings:
     quality: int = 90
     seed: int = 0
     attack_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reference_encoder: str = REFERENCE_ENCODER
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -277,30 +282,32 @@ def decode_output(data: bytes) -> np.ndarray:
         return imageio.to_rgb_array(im)
 
 
-def reencode_reference(pixels: np.ndarray, quality: int = REFERENCE_QUALITY) -> np.ndarray:
-    """The reference "slightly JPEG compressed" round trip: encode at ``quality`` then decode.
+def reencode_reference(pixels: np.ndarray, quality: int = REFERENCE_QUALITY, encoder: str = REFERENCE_ENCODER) -> np.ndarray:
+    """The "slightly JPEG compressed" round trip behind ``success_jpeg90``: encode at ``quality``, decode.
 
-    The encoder is ImageMagick's ``convert -quality 90`` as libjpeg does it: 4:4:4 (no chroma
-    subsampling at quality >= 90) with the fast integer DCT (IFAST), via jpeglib's bundled libjpeg;
-    decoded with libjpeg's default (ISLOW IDCT). ImageMagick's output is bit-identical to this encode
-    (see BACKGROUND.md section 4), and jpeglib makes it independent of the ImageMagick build installed.
+    The default encoder, ``libjpeg6b-ifast-444``, is what ImageMagick's ``convert -quality 90`` does to a
+    colour PNG (4:4:4, fast integer DCT; bit-identical files, see ``tests/test_pipeline.py``), run through
+    jpeglib's bundled libjpeg so that the result does not depend on which ImageMagick is installed. It
+    differs from ImageMagick only on images whose pixels are all gray, which ImageMagick writes as a
+    one-component JPEG. Any name of :data:`qcamo_jax.jpeg.encoders.ENCODERS` works (``imagemagick``
+    runs the real ``convert``). Decoding is Pillow's (libjpeg-turbo, ISLOW IDCT).
 
     Args:
       pixels: ``uint8 [H, W, 3]``.
+      quality: IJG quality.
+      encoder: encoder registry name.
 
     Returns:
       ``uint8 [H, W, 3]`` decoded pixels.
     """
-    import jpeglib
+    from qcamo_jax.jpeg import encoders
 
-    pixels = np.ascontiguousarray(np.asarray(pixels, np.uint8))
-    with tempfile.TemporaryDirectory(prefix="qcamo-ref-") as tmp:
-        path = os.path.join(tmp, "ref.jpg")
-        im = jpeglib.from_spatial(pixels, jpeglib.JCS_RGB)
-        im.samp_factor = ((1, 1), (1, 1), (1, 1))
-        im.write_spatial(path, qt=int(quality), dct_method=jpeglib.JDCT_IFAST)
-        data = Path(path).read_bytes()
-    return decode_output(data)
+    if encoder not in encoders.ENCODERS:
+        raise QcamoError(f"unknown reference encoder {encoder!r}; known: {', '.join(encoders.ENCODERS)}")
+    try:
+        return encoders.ENCODERS[encoder](np.ascontiguousarray(np.asarray(pixels, np.uint8)), int(quality)).pixels
+    except encoders.EncoderUnavailable as exc:
+        raise QcamoError(f"reference encoder {encoder!r} unavailable: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,7 +561,7 @@ def run(
             seeds = np.concatenate([seeds, np.repeat(seeds[-1:], pad, 0)], 0)
         encoded = list(engine(x, seeds))[: len(good)]
         decoded = np.stack([decode_output(e.data) for e in encoded])
-        reencoded = np.stack([reencode_reference(d) for d in decoded])
+        reencoded = np.stack([reencode_reference(d, REFERENCE_QUALITY, settings.reference_encoder) for d in decoded])
         scores = scorer(np.concatenate([x[: len(good)], decoded, reencoded]), b)
         n = len(good)
         s_orig, s_final, s_jpeg = scores[:n], scores[n:2 * n], scores[2 * n:]
@@ -639,13 +646,14 @@ def attack_config(settings: Settings):
     ``pgd`` and ``jpeg-pgd`` are the paper's attack: L2 PGD inside a bisection over the budget
     (:class:`qcamo_jax.attacks.config.SearchConfig`); ``jpeg-pgd`` differentiates through a simulated
     JPEG round trip at ``settings.quality``. Options: ``steps`` (PGD steps per try), ``search_steps``
-    (bisection tries), ``eps_max``, ``margin`` (go below ``T - margin``), ``eps`` (FGSM/I-FGSM budget).
+    (bisection tries), ``eps_max``, ``margin`` (go below ``T - margin``, attack and quantizer), ``eps``
+    (FGSM/I-FGSM budget), ``max_steps`` (DCT quantizer: largest change of a coefficient, in steps).
     """
     from qcamo_jax.attacks.config import FGSMConfig, PGDConfig, SearchConfig
     from qcamo_jax.attacks.fgsm import ifgsm_config
 
     o = dict(settings.attack_options)
-    known = {"steps", "search_steps", "eps_max", "margin", "eps"}
+    known = {"steps", "search_steps", "eps_max", "margin", "eps", "max_steps"}
     if set(o) - known:
         raise QcamoError(f"unknown attack options {sorted(set(o) - known)}; known: {sorted(known)}")
     margin = float(o.get("margin", 0.0))
@@ -707,46 +715,54 @@ class AttackEngine:
         keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
         targets = np.full((images.shape[0],), self.settings.target, np.float32)
         out, extras = self._program(self._variables, images, targets, keys)
-        out = jax.tree.map(np.asarray, out)
+        out = jax.tree.map(np.asarray, out)  # JpegCoefficients keeps its static fields
         extras = {k: np.asarray(v) for k, v in extras.items()}
         files = _encode_outputs(out, images, self.settings)
         return [Encoded(data, {k: v[i] for k, v in extras.items()}) for i, data in enumerate(files)]
 
 
 def _jpeg_transform(quality: int):
-    """Differentiable JPEG round trip ``image float [H, W, 3] -> image`` (owner: qcamo_jax.jpeg.diff)."""
-    try:
-        from qcamo_jax.jpeg import diff
-    except ImportError as exc:
-        raise QcamoError(f"--method jpeg-pgd needs qcamo_jax.jpeg.diff, which is not available ({exc})") from None
-    return diff.jpeg_transform(quality)
+    """Differentiable JPEG round trip ``image float [H, W, 3] -> image`` as the reference encoder does it
+    (ImageMagick at quality <= 90: IFAST DCT, 4:4:4); straight-through rounding (:mod:`qcamo_jax.jpeg.diff`)."""
+    import functools
+
+    from qcamo_jax.jpeg import diff
+
+    return functools.partial(diff.jpeg_roundtrip, quality=int(quality), dct_method="ifast" if quality <= 90 else "islow",
+                             subsampling="444")
 
 
 def _quantizer(model, settings: Settings):
-    """``q(variables, originals uint8 [B,H,W,3], adversarial float [B,H,W,3], targets [B]) -> output tree``."""
+    """``q(variables, originals uint8 [B,H,W,3], adversarial float [B,H,W,3], targets [B]) -> output pytree``.
+
+    ``none``/``spatial`` give ``uint8 [B, H, W, 3]`` pixels; ``dct`` a batched
+    :class:`qcamo_jax.jpeg.codec.JpegCoefficients` made for the reference re-encoder (ImageMagick-like:
+    IFAST DCT up to quality 90, ISLOW above; 4:4:4).
+    """
     import jax.numpy as jnp
 
+    margin = float(dict(settings.attack_options).get("margin", 0.0))
     if settings.quantize == "none":
         return lambda v, o, a, t: jnp.clip(jnp.round(a), 0, 255).astype(jnp.uint8)
     if settings.quantize == "spatial":
         from qcamo_jax.quantize.spatial import SpatialConfig, quantize_spatial
 
-        margin = float(dict(settings.attack_options).get("margin", 0.0))
         return lambda v, o, a, t: quantize_spatial(model.score_one, v, o, a, t, SpatialConfig(margin=margin))[0]
-    try:
-        from qcamo_jax.quantize import dct as qdct
-    except ImportError as exc:
-        raise QcamoError(f"--quantize dct needs qcamo_jax.quantize.dct, which is not available ({exc})") from None
-    return qdct.pipeline_quantizer(model, settings.quality, dict(settings.attack_options))
+    from qcamo_jax.quantize.dct import DCTConfig, quantize_dct
+
+    config = DCTConfig(quality=int(settings.quality), dct_method="ifast" if settings.quality <= 90 else "islow",
+                       subsampling="444", max_steps=int(dict(settings.attack_options).get("max_steps", 1)), margin=margin)
+    return lambda v, o, a, t: quantize_dct(model.score_one, v, o, a, t, config)[0]
 
 
 def _encode_outputs(out, originals: np.ndarray, settings: Settings) -> list[bytes]:
-    """Host side: the output file bytes of each image."""
+    """Host side: the output file bytes of each image (PNG pixels, or a JPEG holding exactly the coefficients)."""
     if settings.quantize in ("none", "spatial"):
         return [encode_png(out[i]) for i in range(originals.shape[0])]
-    from qcamo_jax.quantize import dct as qdct
+    from qcamo_jax.jpeg import io as jio
+    from qcamo_jax.quantize.dct import unbatch
 
-    return qdct.encode_files(out, settings.quality)
+    return [jio.jpeg_bytes(unbatch(out, i)) for i in range(originals.shape[0])]
 
 
 def make_engine(model, settings: Settings, *, devices: str | int | None = None, batch_size: int = 4) -> Engine:

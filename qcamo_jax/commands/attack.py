@@ -22,6 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None, metavar="all|N", help="shard batches over all (or N) devices")
     p.add_argument("--resume", action="store_true", help="skip images already done in DIR with the same settings")
     p.add_argument("--seed", type=int, default=0, help="base seed (each image's seed also depends on its content)")
+    p.add_argument("--steps", type=int, default=None, help="PGD steps per budget try (default 10)")
+    p.add_argument("--search-steps", type=int, default=None, help="bisection tries over the L2 budget (default 7, as the paper)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="aim below T - margin in the attack and the quantizer (safety against other decoders; default 0)")
+    p.add_argument("--reference-encoder", default="libjpeg6b-ifast-444", metavar="NAME",
+                   help="encoder of the quality-90 re-encoding behind success_jpeg90 (default: ImageMagick-equivalent "
+                        "libjpeg6b-ifast-444; 'imagemagick' runs convert)")
     p.add_argument("--no-summary", action="store_true", help="do not write summary.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -33,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise QcamoError(f"--batch-size must be >= 1, got {args.batch_size}")
+    options = {k: v for k, v in (("steps", args.steps), ("search_steps", args.search_steps), ("margin", args.margin))
+               if v is not None}
     settings = pipeline.Settings(target=args.target, method=args.method, quantize=args.quantize, quality=args.quality,
-                                 seed=args.seed)
+                                 seed=args.seed, attack_options=options, reference_encoder=args.reference_encoder)
     out = pipeline.prepare_output_dir(args.out)  # refuse a bad output path before loading anything heavy
     model = load_model(args.model)
     result = pipeline.run(args.inputs, out, model, settings, batch_size=args.batch_size, resume=args.resume,
