@@ -1,0 +1,125 @@
+"""DCT-domain quantizer: exact coefficients, true loss, files that real encoders keep."""
+
+import shutil
+import subprocess
+
+import chex
+import jax
+import jax.numpy as jnp
+import jpeglib
+import numpy as np
+import pytest
+from PIL import Image
+
+import photos
+from qcamo_jax.jpeg import codec
+from qcamo_jax.quantize import dct as qdct
+from test_quantize_spatial import float_attack, toy_model
+
+SIZE = (32, 48)
+NAMES = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+CFG = qdct.DCTConfig(quality=90, dct_method="ifast", margin=0.1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    score_fn, variables = toy_model(SIZE)
+    originals = photos.photos(SIZE, names=NAMES)
+    clean = jax.vmap(lambda x: score_fn(variables, x))(originals.astype(jnp.float32))
+    targets = np.asarray(clean) - 1.0
+    adv = np.asarray(float_attack(score_fn, variables, originals, jnp.asarray(targets), overshoot=0.5))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)  # every test below reuses this one compiled program
+    def run(o, a, t):
+        return qdct.quantize_dct(score_fn, variables, o, a, t, CFG)
+
+    coeffs, decoded, res = run(originals, adv, targets)
+    return score_fn, variables, originals, adv, targets, CFG, coeffs, np.asarray(decoded), res, run
+
+
+def test_success_within_max_steps_and_true_score(setup):
+    score_fn, variables, originals, adv, targets, cfg, coeffs, decoded, res, run = setup
+    assert np.all(np.asarray(res.success)), np.asarray(res.score) - targets
+    for i in range(len(originals)):
+        plain = codec.encode(originals[i], 90, dct_method="ifast")
+        ours = qdct.unbatch(coeffs, i)
+        changed = 0
+        for a, b in zip(ours.components, plain.components):
+            d = np.abs(np.asarray(a) - np.asarray(b))
+            assert d.max() <= cfg.max_steps
+            changed += int((d > 0).sum())
+        assert changed == int(res.flipped[i]) > 0
+        np.testing.assert_array_equal(np.asarray(codec.decode(ours)), decoded[i])
+    true = np.asarray(jax.vmap(lambda x: score_fn(variables, x))(decoded.astype(np.float32)))
+    np.testing.assert_allclose(np.asarray(res.score), true, atol=1e-4)
+    assert np.all(true < targets - cfg.margin)
+
+
+def test_lambda_zero_is_plain_jpeg(setup):
+    score_fn, variables, originals, adv, targets, cfg, *_, run = setup
+    coeffs, decoded, res = run(originals, adv, targets + 100.0)
+    assert np.all(np.asarray(res.flipped) == 0) and np.all(np.asarray(res.lam) == 0)
+    for i in range(len(originals)):
+        plain = codec.encode(originals[i], 90, dct_method="ifast")
+        for a, b in zip(qdct.unbatch(coeffs, i).components, plain.components):
+            np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_one_step_fewer_fails(setup):
+    """Minimality of the bisection: undoing the last coefficient moved brings the loss back above -margin."""
+    score_fn, variables, originals, adv, targets, cfg, coeffs, decoded, res, run = setup
+    plan_and_pick = jax.jit(
+        lambda o, a, k: (qdct.plan_candidate(qdct.plan_dct(score_fn, variables, o, a, cfg), k - 1),
+                         qdct.plan_candidate(qdct.plan_dct(score_fn, variables, o, a, cfg), k))
+    )
+    for i in range(len(originals)):
+        k = int(res.flipped[i])
+        (prev, _), (cur, lam) = plan_and_pick(originals[i], adv[i], jnp.int32(k))
+        s_prev = float(score_fn(variables, codec.decode(prev).astype(jnp.float32)))
+        assert s_prev >= targets[i] - cfg.margin - 1e-4
+        np.testing.assert_array_equal(np.asarray(codec.decode(cur)), decoded[i])
+        np.testing.assert_allclose(float(lam), float(res.lam[i]), rtol=1e-4)
+
+
+def test_file_holds_exact_coefficients_and_decodes_identically(setup, tmp_path):
+    *_, coeffs, decoded, res, run = setup
+    for i in range(2):
+        path = tmp_path / f"{i}.jpg"
+        one = qdct.unbatch(coeffs, i)
+        qdct.write_jpeg(path, one)
+        r = jpeglib.read_dct(str(path))
+        for a, b in zip((r.Y, r.Cb, r.Cr), one.components):
+            np.testing.assert_array_equal(a, b)
+        # Pillow (libjpeg-turbo, islow) decodes it to exactly the pixels the quantizer scored.
+        np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), decoded[i])
+
+
+@pytest.mark.skipif(shutil.which("convert") is None, reason="ImageMagick not installed")
+def test_imagemagick_q90_keeps_coefficients(tmp_path):
+    """An output re-encoded by ImageMagick -quality 90 keeps >= 99% of its coefficients (384x512 photos)."""
+    score_fn, variables = toy_model((64, 64))
+    originals = photos.photos((384, 512), names=("coffee",))
+    adv = originals.astype(np.float32) + np.random.default_rng(0).normal(0, 2, originals.shape).astype(np.float32)
+    clean = jax.vmap(lambda x: score_fn(variables, x))(originals.astype(jnp.float32))
+    cfg = qdct.DCTConfig(quality=90, dct_method="ifast")
+    coeffs, _, res = jax.jit(lambda o, a, t: qdct.quantize_dct(score_fn, variables, o, a, t, cfg))(originals, adv, clean - 0.5)
+    for i in range(len(originals)):
+        src, dst = tmp_path / f"{i}.jpg", tmp_path / f"{i}_im.jpg"
+        one = qdct.unbatch(coeffs, i)
+        qdct.write_jpeg(src, one)
+        subprocess.run(["convert", str(src), "-quality", "90", str(dst)], check=True)
+        r = jpeglib.read_dct(str(dst))
+        kept = sum(int((a == b).sum()) for a, b in zip((r.Y, r.Cb, r.Cr), one.components))
+        total = sum(b.size for b in one.components)
+        assert int(res.flipped[i]) > 1000  # the file really differs from plain JPEG
+        assert kept / total >= 0.99, kept / total
+
+
+def test_one_trace_per_shape(setup):
+    score_fn, variables, originals, adv, targets, cfg, coeffs, decoded, res, run = setup
+    # `run` carries chex.assert_max_traces(n=1): calls with new values of the same shape reuse it.
+    _, _, r = run(originals, adv + 0.5, targets - 0.1)
+    assert r.score.shape == (len(originals),)
