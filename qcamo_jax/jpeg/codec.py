@@ -242,8 +242,8 @@ def forward_dct(image, quality: int | None = None, *, dct_method: str = "islow",
     luma, chroma = _resolve_tables(quality, qt_luma, qt_chroma)
     planes = _sample_planes_int(color.rgb_to_ycc_int(image), subsampling)
     ratios, steps = [], []
-    for plane, qt in zip(planes, (luma, chroma, chroma)):
-        ratio, step = _ratio_and_step(plane, qt, dct_method)
+    for t, qt in zip(_fdct_planes(planes, dct_method), (luma, chroma, chroma)):
+        ratio, step = _ratio_and_step(t, qt, dct_method)
         ratios.append(ratio)
         steps.append(step)
     return ForwardDCT(tuple(ratios), tuple(steps))
@@ -262,18 +262,34 @@ def _resolve_tables(quality, qt_luma, qt_chroma):
     return jnp.asarray(qt_luma, jnp.int32), jnp.asarray(qt_chroma, jnp.int32)
 
 
-def _ratio_and_step(plane, qt, dct_method):
-    blocks = dct.blockify(plane - 128)
+_FDCT = {"islow": dct.fdct_islow, "ifast": dct.fdct_ifast, "float": dct.fdct_float}
+
+
+def _blockwise(fn, comps):
+    """Apply a blockwise ``fn`` to the ``[hb, wb, 8, 8]`` blocks of all components in one call.
+
+    One DCT over the concatenated blocks keeps the traced program (and compile time) a third of
+    three separate calls; results are identical.
+    """
+    flat = jnp.concatenate([c.reshape(-1, 8, 8) for c in comps])
+    out = fn(flat)
+    sizes = np.cumsum([c.shape[0] * c.shape[1] for c in comps])[:-1]
+    return [o.reshape(c.shape[:2] + o.shape[1:]) for o, c in zip(jnp.split(out, sizes), comps)]
+
+
+def _fdct_planes(planes, dct_method):
+    """Padded int32 sample planes -> libjpeg's raw forward DCT output per component."""
+    return _blockwise(_FDCT[dct_method], [dct.blockify(p - 128) for p in planes])
+
+
+def _ratio_and_step(t, qt, dct_method):
     qt = jnp.asarray(qt, jnp.int32)
     if dct_method == "islow":
-        t = dct.fdct_islow(blocks)
         return t.astype(jnp.float32) / (8 * qt).astype(jnp.float32), qt.astype(jnp.float32)
     if dct_method == "ifast":
-        t = dct.fdct_ifast(blocks)
         d = _ifast_divisors(qt)
         step = d.astype(jnp.float32) / _aan8()
         return t.astype(jnp.float32) / d.astype(jnp.float32), step
-    t = dct.fdct_float(blocks)
     return t * _float_divisors(qt), qt.astype(jnp.float32)
 
 
@@ -327,14 +343,13 @@ def encode(image, quality: int | None = None, *, dct_method: str = "islow", subs
     luma, chroma = _resolve_tables(quality, qt_luma, qt_chroma)
     planes = _sample_planes_int(color.rgb_to_ycc_int(image), subsampling)
     comps = []
-    for plane, qt in zip(planes, (luma, chroma, chroma)):
-        blocks = dct.blockify(plane - 128)
+    for t, qt in zip(_fdct_planes(planes, dct_method), (luma, chroma, chroma)):
         if dct_method == "islow":
-            comps.append(_round_div(dct.fdct_islow(blocks), 8 * qt))
+            comps.append(_round_div(t, 8 * qt))
         elif dct_method == "ifast":
-            comps.append(_round_div(dct.fdct_ifast(blocks), _ifast_divisors(qt)))
+            comps.append(_round_div(t, _ifast_divisors(qt)))
         else:
-            prod = dct.fdct_float(blocks) * _float_divisors(qt)
+            prod = t * _float_divisors(qt)
             comps.append(jnp.floor(prod + jnp.float32(16384.5)).astype(jnp.int32) - 16384)
     h, w, _ = image.shape
     return JpegCoefficients(*comps, qt_luma=luma, qt_chroma=chroma, height=h, width=w, subsampling=subsampling)
@@ -363,8 +378,9 @@ def decode(coeffs: JpegCoefficients):
     """
     h, w, sub = coeffs.height, coeffs.width, coeffs.subsampling
     planes = []
-    for k, (z, q) in enumerate(zip(coeffs.components, coeffs.tables)):
-        samples = dct.unblockify(dct.idct_islow(jnp.asarray(z, jnp.int32) * jnp.asarray(q, jnp.int32)))
+    dequant = [jnp.asarray(z, jnp.int32) * jnp.asarray(q, jnp.int32) for z, q in zip(coeffs.components, coeffs.tables)]
+    for k, blocks in enumerate(_blockwise(dct.idct_islow, dequant)):
+        samples = dct.unblockify(blocks)
         ch, cw = _component_dims(h, w, sub, k)
         plane = samples[:ch, :cw]
         if k and sub == "420":
@@ -391,8 +407,8 @@ def decode_float(dequantized, *, height: int, width: int, subsampling: str = "44
     """
     check_options("islow", subsampling)
     planes = []
-    for k, c in enumerate(dequantized):
-        samples = dct.unblockify(dct.idct(jnp.asarray(c, jnp.float32))) + 128.0
+    for k, blocks in enumerate(_blockwise(dct.idct, [jnp.asarray(c, jnp.float32) for c in dequantized])):
+        samples = dct.unblockify(blocks) + 128.0
         if clip:  # libjpeg range-limits the IDCT output before upsampling and colour conversion
             samples = jnp.clip(samples, 0.0, 255.0)
         ch, cw = _component_dims(height, width, subsampling, k)

@@ -106,7 +106,8 @@ def _descale(x, n: int):
     return jnp.right_shift(x + (1 << (n - 1)), n)
 
 
-def _islow_1d(d, first_pass: bool):
+def _islow_1d(d, first_pass: bool, descale=None):
+    _descale_ = _descale if descale is None else descale
     i32 = jnp.int32
     tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
     tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
@@ -120,12 +121,12 @@ def _islow_1d(d, first_pass: bool):
         out[4] = jnp.left_shift(tmp10 - tmp11, _PASS1_BITS)
         sh = _CONST_BITS - _PASS1_BITS
     else:
-        out[0] = _descale(tmp10 + tmp11, _PASS1_BITS)
-        out[4] = _descale(tmp10 - tmp11, _PASS1_BITS)
+        out[0] = _descale_(tmp10 + tmp11, _PASS1_BITS)
+        out[4] = _descale_(tmp10 - tmp11, _PASS1_BITS)
         sh = _CONST_BITS + _PASS1_BITS
     z1 = (tmp12 + tmp13) * i32(_F_0_541196100)
-    out[2] = _descale(z1 + tmp13 * i32(_F_0_765366865), sh)
-    out[6] = _descale(z1 + tmp12 * i32(-_F_1_847759065), sh)
+    out[2] = _descale_(z1 + tmp13 * i32(_F_0_765366865), sh)
+    out[6] = _descale_(z1 + tmp12 * i32(-_F_1_847759065), sh)
     z1 = tmp4 + tmp7
     z2 = tmp5 + tmp6
     z3 = tmp4 + tmp6
@@ -139,15 +140,57 @@ def _islow_1d(d, first_pass: bool):
     z2 = z2 * i32(-_F_2_562915447)
     z3 = z3 * i32(-_F_1_961570560) + z5
     z4 = z4 * i32(-_F_0_390180644) + z5
-    out[7] = _descale(tmp4 + z1 + z3, sh)
-    out[5] = _descale(tmp5 + z2 + z4, sh)
-    out[3] = _descale(tmp6 + z2 + z3, sh)
-    out[1] = _descale(tmp7 + z1 + z4, sh)
+    out[7] = _descale_(tmp4 + z1 + z3, sh)
+    out[5] = _descale_(tmp5 + z2 + z4, sh)
+    out[3] = _descale_(tmp6 + z2 + z3, sh)
+    out[1] = _descale_(tmp7 + z1 + z4, sh)
     return out
 
 
+def _linear_pass(fn_1d, first_pass: bool, shifts):
+    """The integer matrix of one libjpeg islow pass: every output is ``DESCALE(M @ d, shift)``.
+
+    All operations before the final ``DESCALE`` of jfdctint.c / jidctint.c are integer additions and
+    multiplications by constants, so each 1-D pass is exactly an integer matrix product followed by a
+    rounding shift. Extracting ``M`` from the reference code (unit inputs, descale disabled) gives the
+    same bits with one int32 matmul per pass: much faster to compile and run than the butterfly.
+    """
+    eye = [np.eye(8, dtype=np.int32)[j] for j in range(8)]
+    cols = fn_1d(eye, first_pass, descale=lambda x, n: x)
+    m = np.stack([np.asarray(c, np.int64) for c in cols])  # [out k, in j]
+    assert np.abs(m).max() < 2**31
+    return m.astype(np.int32), np.asarray(shifts, np.int32)
+
+
+_SH1 = _CONST_BITS - _PASS1_BITS
+_SH2 = _CONST_BITS + _PASS1_BITS
+_FDCT_PASS1 = _linear_pass(_islow_1d, True, [0, _SH1, _SH1, _SH1, 0, _SH1, _SH1, _SH1])
+_FDCT_PASS2 = _linear_pass(_islow_1d, False, [_PASS1_BITS, _SH2, _SH2, _SH2, _PASS1_BITS, _SH2, _SH2, _SH2])
+
+
+def _apply_pass(x, pass_, axis: int):
+    m, shifts = pass_
+    if axis == -1:
+        y = jnp.einsum("kj,...j->...k", jnp.asarray(m), x, preferred_element_type=jnp.int32)
+        sh = jnp.asarray(shifts)
+    else:
+        y = jnp.einsum("kj,...jl->...kl", jnp.asarray(m), x, preferred_element_type=jnp.int32)
+        sh = jnp.asarray(shifts)[:, None]
+    rnd = jnp.where(sh > 0, jnp.left_shift(1, jnp.maximum(sh - 1, 0)), 0)
+    return jnp.right_shift(y + rnd, sh)
+
+
 def fdct_islow(samples):
-    """libjpeg ``jpeg_fdct_islow``: int32 ``[..., 8, 8]`` level-shifted samples -> int32 ``8 * F``."""
+    """libjpeg ``jpeg_fdct_islow``: int32 ``[..., 8, 8]`` level-shifted samples -> int32 ``8 * F``.
+
+    Rows first (pass 1, 2 extra fraction bits), then columns, as in jfdctint.c.
+    """
+    x = jnp.asarray(samples, jnp.int32)
+    return _apply_pass(_apply_pass(x, _FDCT_PASS1, -1), _FDCT_PASS2, -2)
+
+
+def fdct_islow_reference(samples):
+    """:func:`fdct_islow` written as jfdctint.c's butterfly (slower; kept as the readable reference)."""
     x = jnp.asarray(samples, jnp.int32)
     x = jnp.stack(_islow_1d(_rows(x), True), axis=-1)
     return jnp.stack(_islow_1d(_cols(x), False), axis=-2)
@@ -228,7 +271,8 @@ def fdct_float(samples):
 # jidctint.c: accurate integer inverse DCT (JDCT_ISLOW), with libjpeg's range-limit table
 
 
-def _idct_islow_1d(d, first_pass: bool):
+def _idct_islow_1d(d, first_pass: bool, descale=None):
+    _descale_ = _descale if descale is None else descale
     i32 = jnp.int32
     z2, z3 = d[2], d[6]
     z1 = (z2 + z3) * i32(_F_0_541196100)
@@ -258,14 +302,14 @@ def _idct_islow_1d(d, first_pass: bool):
     tmp3 = tmp3 + z1 + z4
     sh = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS + 3
     return [
-        _descale(tmp10 + tmp3, sh),
-        _descale(tmp11 + tmp2, sh),
-        _descale(tmp12 + tmp1, sh),
-        _descale(tmp13 + tmp0, sh),
-        _descale(tmp13 - tmp0, sh),
-        _descale(tmp12 - tmp1, sh),
-        _descale(tmp11 - tmp2, sh),
-        _descale(tmp10 - tmp3, sh),
+        _descale_(tmp10 + tmp3, sh),
+        _descale_(tmp11 + tmp2, sh),
+        _descale_(tmp12 + tmp1, sh),
+        _descale_(tmp13 + tmp0, sh),
+        _descale_(tmp13 - tmp0, sh),
+        _descale_(tmp12 - tmp1, sh),
+        _descale_(tmp11 - tmp2, sh),
+        _descale_(tmp10 - tmp3, sh),
     ]
 
 
@@ -279,12 +323,22 @@ def idct_range_limit(x):
     return jnp.where(m < 128, m + 128, jnp.where(m < 512, 255, jnp.where(m < 896, 0, m - 896)))
 
 
+_IDCT_PASS1 = _linear_pass(_idct_islow_1d, True, [_SH1] * 8)
+_IDCT_PASS2 = _linear_pass(_idct_islow_1d, False, [_SH2 + 3] * 8)
+
+
 def idct_islow(dequantized):
     """libjpeg ``jpeg_idct_islow``: int32 ``[..., 8, 8]`` dequantized coefficients (``z * q``) -> samples.
 
     Returns int32 ``[..., 8, 8]`` samples in 0..255 (level shift and range limit included). Columns
-    first, then rows, as in the C code.
+    first, then rows, as in jidctint.c.
     """
+    x = jnp.asarray(dequantized, jnp.int32)
+    return idct_range_limit(_apply_pass(_apply_pass(x, _IDCT_PASS1, -2), _IDCT_PASS2, -1))
+
+
+def idct_islow_reference(dequantized):
+    """:func:`idct_islow` written as jidctint.c's butterfly (the readable reference)."""
     x = jnp.asarray(dequantized, jnp.int32)
     x = jnp.stack(_idct_islow_1d(_cols(x), True), axis=-2)
     x = jnp.stack(_idct_islow_1d(_rows(x), False), axis=-1)

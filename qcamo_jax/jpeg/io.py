@@ -3,7 +3,8 @@
 The file is a baseline sequential JFIF/YCbCr JPEG written with libjpeg's transcoding API
 (``jpeg_write_coefficients``, via jpeglib), so no DCT, colour conversion or rounding happens: the
 integers of a :class:`~qcamo_jax.jpeg.codec.JpegCoefficients` are the integers in the file, and any
-decoder sees them. Huffman tables are optimised by libjpeg (lossless).
+decoder sees them. Huffman tables are optimised by libjpeg (``+OPTIMIZE_CODING``, lossless), as
+ImageMagick does.
 
 jpeglib pitfalls handled here: ``from_dct`` sets the image size to (blocks x 8); we set the true
 ``height``/``width`` (otherwise every decoder shows the padding). We also set the sampling factors
@@ -74,7 +75,7 @@ def jpeg_bytes(coeffs) -> bytes:
             im = jpeglib.from_dct(y, cb, cr, qt=qt, quant_tbl_no=[0, 1, 1])
             im.height, im.width = int(coeffs.height), int(coeffs.width)
             im.samp_factor = np.array(_SAMP[coeffs.subsampling], dtype=np.int16)
-            im.write_dct(path)
+            im.write_dct(path, flags=["+OPTIMIZE_CODING"])
         with open(path, "rb") as f:
             return f.read()
 

@@ -1,0 +1,54 @@
+"""``qcamo jpeg IN OUT``: encode an image as JPEG with the JAX encoder (bit-exact libjpeg 6b emulation).
+
+Thin: read IN (:func:`qcamo_jax.imageio.load_rgb`), :func:`qcamo_jax.jpeg.encode`, write the
+coefficients with :func:`qcamo_jax.jpeg.write_jpeg` (atomic). ``--dct ifast --subsampling 444 --quality 90``
+stores the same coefficients as ``convert IN -quality 90 OUT`` (ImageMagick); ``--dct islow`` the same as
+Pillow / cjpeg. See docs/jpeg.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="IN", help="input image (PNG, JPEG, ...; read as 8-bit RGB)")
+    p.add_argument("output", metavar="OUT", help="output .jpg (written atomically)")
+    p.add_argument("--quality", type=int, default=90, metavar="Q", help="IJG quality 1..100 (default 90)")
+    p.add_argument("--dct", default="islow", choices=("islow", "ifast", "float"),
+                   help="forward DCT of the emulated libjpeg: islow (Pillow, cjpeg), ifast (ImageMagick at Q <= 90), "
+                        "float (default islow)")
+    p.add_argument("--subsampling", default="444", choices=("444", "420"),
+                   help="chroma sampling: 444 (none) or 420 (2x2, libjpeg box filter) (default 444)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from qcamo_jax.errors import QcamoError
+
+    if not 1 <= args.quality <= 100:
+        raise QcamoError(f"--quality must be in 1..100, got {args.quality}")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise QcamoError("output folder does not exist", out_dir)
+
+    import jax
+
+    from qcamo_jax import jpeg
+    from qcamo_jax.imageio import load_rgb
+
+    image = load_rgb(args.input)
+    encode = jax.jit(jpeg.encode, static_argnums=1, static_argnames=("dct_method", "subsampling"))
+    coeffs = encode(image, args.quality, dct_method=args.dct, subsampling=args.subsampling)
+    data = jpeg.jpeg_bytes(jax.device_get(coeffs))
+    from qcamo_jax.fileio import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(args.output, data)
+    except OSError as exc:
+        raise QcamoError(f"cannot write ({exc.strerror or exc})", args.output) from None
+    h, w, _ = image.shape
+    print(f"qcamo: wrote {args.output} ({w}x{h}, quality {args.quality}, {args.dct} DCT, {args.subsampling}, "
+          f"{len(data)} bytes)", file=sys.stderr)
+    return 0
