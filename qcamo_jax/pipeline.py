@@ -570,6 +570,7 @@ def run(
         for j, it in enumerate(good):
             dest = out / it.name
             fileio.atomic_write_bytes(dest, encoded[j].data)
+            _crash_point("output")
             rec = empty_record(it.path, settings)
             rec.update(
                 output=os.fspath(dest), height=int(shape[0]), width=int(shape[1]),
@@ -587,6 +588,7 @@ def run(
         bar.update(n)
         # Checkpoint: the reports always describe complete outputs only.
         report_mod.write_reports(out, _finished(records, previous, resume))
+        _crash_point("report")
     bar.close()
 
     final = [r for r in records if r is not None]
@@ -598,6 +600,26 @@ def run(
             log(f"qcamo: warning: summary plot not written ({type(exc).__name__}: {exc})")
     failed = sum(r["error"] is not None for r in final)
     return RunResult(final, processed, reused, failed)
+
+
+#: Test hook: ``QCAMO_CRASH_AT=output:N`` (or ``report:N``) makes the process SIGKILL itself right after
+#: its N-th output file (report checkpoint) is written, to test kill -9 at exact points of a run.
+CRASH_ENV = "QCAMO_CRASH_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def _crash_point(kind: str) -> None:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    want, _, n = spec.partition(":")
+    if want != kind:
+        return
+    _crash_counts[kind] = _crash_counts.get(kind, 0) + 1
+    if _crash_counts[kind] == int(n or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _finished(records, previous, resume):
