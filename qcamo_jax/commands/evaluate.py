@@ -1,0 +1,60 @@
+"""``qcamo evaluate DIR --originals DIR``: success as saved and after real JPEG encoders, and distortion.
+
+Thin: parse, call :mod:`qcamo_jax.evaluate`, print the table, write CSV and JSON (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="folder of attacked files (.png, .jpg), e.g. the --out of qcamo attack")
+    p.add_argument("--originals", required=True, metavar="DIR", help="folder of the originals (matched by file stem)")
+    p.add_argument("--target", type=float, default=50.0, help="score T a file must get below (default 50)")
+    p.add_argument("--relative-target", type=float, default=None, metavar="DELTA",
+                   help="instead of --target, T = score(original) - DELTA per image (for random/tiny models)")
+    p.add_argument("--quality", type=int, default=90, help="quality of the JPEG re-encoding (default 90)")
+    p.add_argument("--model", default="default", help="'default' (embedded), 'tiny-random' or a .safetensors checkpoint")
+    p.add_argument("--encoders", default=None, metavar="A,B,...",
+                   help="re-encoders (names of qcamo_jax.jpeg.encoders.ENCODERS; default: ImageMagick if installed, "
+                        "Pillow 444/420, libjpeg 6b/9f/turbo islow+ifast 444)")
+    p.add_argument("--out", default=None, metavar="STEM",
+                   help="write STEM.csv and STEM.json (default DIR/evaluation.csv, DIR/evaluation.json)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per model call (default 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from qcamo_jax import evaluate
+    from qcamo_jax.errors import QcamoError
+    from qcamo_jax.jpeg.tables import check_quality
+    from qcamo_jax.models.hub import load_model
+
+    try:
+        quality = check_quality(args.quality)
+    except ValueError as exc:
+        raise QcamoError(str(exc)) from None
+    if args.batch_size < 1:
+        raise QcamoError(f"--batch-size must be >= 1, got {args.batch_size}")
+    names = evaluate.DEFAULT_ENCODERS if args.encoders is None else tuple(n for n in args.encoders.split(",") if n)
+    files, originals, unmatched = evaluate.match_originals(evaluate.list_images(args.dir), args.originals)
+    if unmatched:
+        print(f"qcamo: skipping {len(unmatched)} file(s) without an original: {', '.join(p.name for p in unmatched[:5])}"
+              + (" ..." if len(unmatched) > 5 else ""), file=sys.stderr)
+    if not files:
+        raise QcamoError(f"no file has an original of the same name in {args.originals}", args.dir)
+    reencoders = evaluate.reencoders(quality, names)
+    model = load_model(args.model)
+    rows = evaluate.evaluate_files(files, originals, evaluate.make_scorer(model, args.batch_size), reencoders,
+                                   target=args.target, relative=args.relative_target)
+    summary = evaluate.summarize(rows)
+    print(evaluate.format_table(rows, summary))
+    meta = {"model": model.name, "quality": quality, "encoders": list(reencoders),
+            "target": None if args.relative_target is not None else args.target, "relative_target": args.relative_target}
+    stem = Path(args.out) if args.out else Path(args.dir) / "evaluation"
+    csv_path, json_path = evaluate.write_reports(stem, rows, summary, meta)
+    print(f"qcamo: wrote {csv_path} and {json_path}", file=sys.stderr)
+    return 0

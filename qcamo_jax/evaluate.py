@@ -1,0 +1,269 @@
+"""Does an attacked file stay adversarial? Score it as saved and after real JPEG encoders.
+
+For every attacked file (PNG from the spatial quantizer, JPEG from the DCT quantizer) this measures
+
+* ``P_png``: the model's score of the file exactly as saved (decoded by Pillow);
+* ``P_jpg[encoder]``: the score after the file is re-encoded at quality ``Q`` (default 90) by each real
+  encoder of :mod:`qcamo_jax.jpeg.encoders` (ImageMagick when installed, Pillow 4:4:4 and 4:2:0,
+  libjpeg 6b / 9 / turbo through jpeglib with the islow and ifast DCTs) and decoded again;
+* L2 (pixel units), PSNR (dB) and SSIM of the file against its original
+  (:mod:`qcamo_jax.metrics`).
+
+A file succeeds for a column when its score is below its target ``T``. Targets are either fixed
+(``--target 50``) or relative to each original's own score (``T_i = score(original_i) - delta``), the
+latter for random or tiny models whose scores mean nothing. The summary gives the success rate of
+each column (the paper's P_png / P_jpg) and the mean distortion.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from qcamo_jax.errors import QcamoError
+from qcamo_jax.fileio import atomic_write
+from qcamo_jax.imageio import load_rgb
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+#: ``name -> reencode(path) -> uint8 [H, W, 3]``: re-encode a file at the evaluation quality, decode it.
+Reencoder = Callable[[str], np.ndarray]
+
+
+class Row(NamedTuple):
+    """One evaluated file. Scores in model units; ``jpg`` maps encoder name -> score after it."""
+
+    file: str
+    original: str
+    target: float
+    score_original: float
+    score_png: float
+    jpg: dict
+    l2: float
+    psnr: float
+    ssim: float
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (reports and hidden files skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise QcamoError("not a folder", folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike) -> tuple[list[Path], list[Path], list[Path]]:
+    """Pair attacked files with originals of the same stem in ``originals_dir``.
+
+    Returns:
+      ``(matched files, their originals, unmatched files)`` - unmatched ones (e.g. a run's
+      ``summary.png``) are left out of the evaluation.
+    """
+    by_stem: dict[str, Path] = {}
+    for p in list_images(originals_dir):
+        by_stem.setdefault(p.stem, p)
+    matched, originals, unmatched = [], [], []
+    for f in files:
+        if f.stem in by_stem:
+            matched.append(f)
+            originals.append(by_stem[f.stem])
+        else:
+            unmatched.append(f)
+    return matched, originals, unmatched
+
+
+#: Encoders of the evaluation (names of :data:`qcamo_jax.jpeg.encoders.ENCODERS`), ImageMagick first.
+DEFAULT_ENCODERS = (
+    "imagemagick",
+    "pillow-444",
+    "pillow-420",
+    "libjpeg6b-islow-444",
+    "libjpeg6b-ifast-444",
+    "libjpeg9f-islow-444",
+    "libjpeg9f-ifast-444",
+    "libjpegturbo210-islow-444",
+    "libjpegturbo210-ifast-444",
+)
+
+
+def reencoders(quality: int = 90, names: Sequence[str] = DEFAULT_ENCODERS) -> dict[str, Reencoder]:
+    """``name -> reencode(path) -> uint8 [H, W, 3]`` for the encoders installed here.
+
+    Each re-encodes the file at ``quality`` (:func:`qcamo_jax.jpeg.encoders.encode_file`: ImageMagick
+    reads the file itself, the others get Pillow's decode of it) and returns Pillow's decode of the
+    result. Encoders that are not installed (ImageMagick) are skipped; unknown names raise.
+    """
+    from qcamo_jax.jpeg import encoders
+
+    out: dict[str, Reencoder] = {}
+    for name in names:
+        if name not in encoders.ENCODERS:
+            raise QcamoError(f"unknown encoder {name!r}; known: {', '.join(encoders.ENCODERS)}")
+        if not encoders.available(name):
+            continue
+        out[name] = lambda path, _n=name: encoders.encode_file(_n, path, quality).pixels
+    return out
+
+
+def make_scorer(model, batch_size: int = 8) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """Batched scoring of a list of ``uint8 [H, W, 3]`` images (grouped by shape, one jit per shape)."""
+    import jax
+    import jax.numpy as jnp
+
+    apply = jax.jit(model.apply)
+
+    def score(images: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.zeros(len(images), np.float64)
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(im.shape, []).append(i)
+        for idx in groups.values():
+            for s in range(0, len(idx), batch_size):
+                chunk = idx[s : s + batch_size]
+                batch = np.stack([images[i] for i in chunk]).astype(np.float32)
+                # Pad the last chunk to a full batch so each shape compiles once.
+                pad = batch_size - len(chunk)
+                if pad:
+                    batch = np.concatenate([batch, np.repeat(batch[-1:], pad, 0)])
+                out[chunk] = np.asarray(apply(model.variables, jnp.asarray(batch)))[: len(chunk)]
+        return out
+
+    return score
+
+
+def evaluate_files(
+    files: Sequence[Path],
+    originals: Sequence[Path],
+    score: Callable[[Sequence[np.ndarray]], np.ndarray],
+    reencoders: Mapping[str, Reencoder],
+    target: float | None = 50.0,
+    relative: float | None = None,
+) -> list[Row]:
+    """Evaluate attacked files against their originals.
+
+    Args:
+      files: attacked files (PNG, JPEG, ...).
+      originals: the original of each file (same order).
+      score: batched scorer (see :func:`make_scorer`).
+      reencoders: ``name -> reencode(path) -> uint8 [H, W, 3]`` (see :mod:`qcamo_jax.jpeg.encoders`).
+      target: fixed target score T (ignored when ``relative`` is given).
+      relative: if set, ``T_i = score(original_i) - relative``.
+
+    Returns:
+      One :class:`Row` per file.
+    """
+    from qcamo_jax import metrics
+
+    saved = [load_rgb(f) for f in files]
+    orig = [load_rgb(o) for o in originals]
+    for f, a, o in zip(files, saved, orig):
+        if a.shape != o.shape:
+            raise QcamoError(f"size {a.shape[1]}x{a.shape[0]} differs from its original's {o.shape[1]}x{o.shape[0]}", f)
+    s_orig = score(orig)
+    s_png = score(saved)
+    s_jpg = {}
+    for name, reencode in reencoders.items():
+        s_jpg[name] = score([reencode(os.fspath(f)) for f in files])
+    rows = []
+    for i, (f, o) in enumerate(zip(files, originals)):
+        a, b = saved[i][None], orig[i][None]
+        t = float(s_orig[i] - relative) if relative is not None else float(target)
+        rows.append(
+            Row(
+                file=f.name,
+                original=o.name,
+                target=t,
+                score_original=float(s_orig[i]),
+                score_png=float(s_png[i]),
+                jpg={name: float(v[i]) for name, v in s_jpg.items()},
+                l2=float(metrics.l2(a, b)[0]),
+                psnr=float(metrics.psnr(a, b)[0]),
+                ssim=float(metrics.ssim(a, b)[0]),
+            )
+        )
+    return rows
+
+
+def summarize(rows: Sequence[Row]) -> dict:
+    """Success rates (``P_png``, ``P_jpg`` per encoder, in [0, 1]) and mean distortion."""
+    n = len(rows)
+    if n == 0:
+        return {"n": 0}
+    names = list(rows[0].jpg)
+    finite_psnr = [r.psnr for r in rows if math.isfinite(r.psnr)]
+    return {
+        "n": n,
+        "P_png": sum(r.score_png < r.target for r in rows) / n,
+        "P_jpg": {k: sum(r.jpg[k] < r.target for r in rows) / n for k in names},
+        "mean_score_png": float(np.mean([r.score_png for r in rows])),
+        "mean_score_jpg": {k: float(np.mean([r.jpg[k] for r in rows])) for k in names},
+        "mean_l2": float(np.mean([r.l2 for r in rows])),
+        "mean_psnr": float(np.mean(finite_psnr)) if finite_psnr else float("inf"),
+        "mean_ssim": float(np.mean([r.ssim for r in rows])),
+    }
+
+
+def format_table(rows: Sequence[Row], summary: Mapping) -> str:
+    """Human-readable table: one line per file, then the success rates."""
+    names = list(rows[0].jpg) if rows else []
+    head = ["file", "T", "orig", "png"] + names + ["L2", "PSNR", "SSIM"]
+    lines = [head]
+    for r in rows:
+        lines.append(
+            [r.file, f"{r.target:.1f}", f"{r.score_original:.1f}", f"{r.score_png:.1f}"]
+            + [f"{r.jpg[k]:.1f}" for k in names]
+            + [f"{r.l2:.0f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"]
+        )
+    if rows:
+        lines.append(
+            ["success %", "", "", f"{100 * summary['P_png']:.0f}"]
+            + [f"{100 * summary['P_jpg'][k]:.0f}" for k in names]
+            + [f"{summary['mean_l2']:.0f}", f"{summary['mean_psnr']:.2f}", f"{summary['mean_ssim']:.4f}"]
+        )
+    widths = [max(len(line[c]) for line in lines) for c in range(len(head))]
+    return "\n".join("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(line, widths))) for line in lines)
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    """Per-file CSV: file, original, target, scores (original, png, one column per encoder), distortion."""
+    names = list(rows[0].jpg) if rows else []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "original", "target", "score_original", "score_png"] + [f"score_jpg_{k}" for k in names] + ["l2", "psnr", "ssim"])
+    for r in rows:
+        w.writerow(
+            [r.file, r.original, f"{r.target:.4f}", f"{r.score_original:.4f}", f"{r.score_png:.4f}"]
+            + [f"{r.jpg[k]:.4f}" for k in names]
+            + [f"{r.l2:.4f}", f"{r.psnr:.4f}", f"{r.ssim:.6f}"]
+        )
+    return buf.getvalue()
+
+
+def to_json(rows: Sequence[Row], summary: Mapping, meta: Mapping | None = None) -> str:
+    def clean(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    payload = {
+        "meta": dict(meta or {}),
+        "summary": {k: clean(v) for k, v in summary.items()},
+        "files": [{k: clean(v) for k, v in r._asdict().items()} for r in rows],
+    }
+    return json.dumps(payload, indent=2, allow_nan=False)
+
+
+def write_reports(out_stem: str | os.PathLike, rows: Sequence[Row], summary: Mapping, meta: Mapping | None = None) -> tuple[Path, Path]:
+    """Write ``<stem>.csv`` and ``<stem>.json`` atomically; return their paths."""
+    stem = Path(out_stem)
+    csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
+    with atomic_write(csv_path, "w") as f:
+        f.write(to_csv(rows))
+    with atomic_write(json_path, "w") as f:
+        f.write(to_json(rows, summary, meta))
+    return csv_path, json_path

@@ -1,0 +1,112 @@
+"""``qcamo evaluate``: scores as saved and after real encoders, distortion, reports."""
+
+import csv
+import io
+import json
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import photos
+from qcamo_jax import cli, evaluate
+from qcamo_jax.models import hub
+from test_quantize_spatial import ToyScore
+
+SIZE = (96, 128)  # the tiny model's input size
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A small CNN as a QualityModel (building the tiny KonCept512 costs a minute of compilation)."""
+    import jax
+
+    module = ToyScore()
+    variables = module.init(jax.random.PRNGKey(1), jnp.zeros((1, *SIZE, 3)))
+    return hub.QualityModel(module, variables, {"name": "toy"}, SIZE, (8, 8))
+
+
+@pytest.fixture(autouse=True)
+def _toy_model(monkeypatch, toy):
+    real = hub.load_model
+    monkeypatch.setattr(hub, "load_model", lambda spec="default": toy if spec == "toy" else real(spec))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    orig, att = root / "orig", root / "att"
+    orig.mkdir()
+    att.mkdir()
+    imgs = {n: photos.photo(n, SIZE) for n in ("astronaut", "coffee")}
+    for n, im in imgs.items():
+        Image.fromarray(im).save(orig / f"{n}.png")
+    # "attacked" files: one unchanged PNG, one noisy JPEG, and a stray file without an original.
+    Image.fromarray(imgs["astronaut"]).save(att / "astronaut.png")
+    noisy = np.clip(imgs["coffee"].astype(int) + np.random.default_rng(0).integers(-3, 4, imgs["coffee"].shape), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(att / "coffee.jpg", quality=95)
+    Image.fromarray(imgs["coffee"]).save(att / "summary.png")
+    return orig, att
+
+
+def test_cli_table_csv_json(folders, capsys):
+    orig, att = folders
+    encs = "pillow-444,pillow-420,libjpeg6b-ifast-444,libjpegturbo210-islow-444" + (",imagemagick" if shutil.which("convert") else "")
+    rc = cli.main([
+        "evaluate", str(att), "--originals", str(orig), "--model", "toy", "--relative-target", "0.5",
+        "--encoders", encs,
+    ])
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "success %" in out.out and "summary.png" in out.err
+    data = json.loads((att / "evaluation.json").read_text())
+    rows = {r["file"]: r for r in data["files"]}
+    assert set(rows) == {"astronaut.png", "coffee.jpg"}
+    assert set(rows["coffee.jpg"]["jpg"]) == set(encs.split(","))
+    # An unchanged file: same score as its original, zero distortion, infinite PSNR (null in JSON).
+    a = rows["astronaut.png"]
+    assert a["score_png"] == pytest.approx(a["score_original"], abs=1e-4)
+    assert a["l2"] == 0 and a["psnr"] is None and a["ssim"] == pytest.approx(1.0)
+    assert a["target"] == pytest.approx(a["score_original"] - 0.5)
+    assert data["summary"]["P_png"] == sum(r["score_png"] < r["target"] for r in rows.values()) / 2
+
+    # Independent check of one column: Pillow 4:4:4 q90 of the saved JPEG, scored by the same model.
+    model = hub.load_model("toy")
+    saved = np.asarray(Image.open(att / "coffee.jpg").convert("RGB"))
+    buf = io.BytesIO()
+    Image.fromarray(saved).save(buf, "JPEG", quality=90, subsampling=0)
+    re = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    ref = float(model.apply(model.variables, jnp.asarray(re[None], jnp.float32))[0])
+    assert rows["coffee.jpg"]["jpg"]["pillow-444"] == pytest.approx(ref, abs=1e-3)
+    c = rows["coffee.jpg"]
+    ref_l2 = np.linalg.norm(saved.astype(float) - photos.photo("coffee", SIZE))
+    assert c["l2"] == pytest.approx(ref_l2, rel=1e-5)
+    assert c["psnr"] == pytest.approx(20 * np.log10(255 / np.sqrt(np.mean((saved.astype(float) - photos.photo("coffee", SIZE)) ** 2))), rel=1e-4)
+
+    table = list(csv.DictReader((att / "evaluation.csv").open()))
+    assert [r["file"] for r in table] == ["astronaut.png", "coffee.jpg"]
+    assert float(table[1]["score_jpg_pillow-444"]) == pytest.approx(ref, abs=1e-3)
+
+
+def test_errors_are_one_line(folders, tmp_path, capsys):
+    orig, att = folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["evaluate", str(att), "--originals", str(empty), "--model", "toy"]) == 2
+    assert "no file has an original" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(att), "--originals", str(orig), "--encoders", "nope", "--model", "toy"]) == 2
+    assert "unknown encoder" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path / "missing"), "--originals", str(orig)]) == 2
+
+
+def test_summary_rates():
+    rows = [
+        evaluate.Row("a", "a", 50.0, 60.0, 40.0, {"x": 55.0}, 1.0, 40.0, 0.99),
+        evaluate.Row("b", "b", 50.0, 60.0, 45.0, {"x": 45.0}, 3.0, float("inf"), 1.0),
+    ]
+    s = evaluate.summarize(rows)
+    assert s["P_png"] == 1.0 and s["P_jpg"] == {"x": 0.5}
+    assert s["mean_l2"] == 2.0 and s["mean_psnr"] == 40.0
+    assert "success %" in evaluate.format_table(rows, s)
