@@ -1,0 +1,140 @@
+"""Attack configurations (static, hashable) and the result pytree every attack returns.
+
+Configs are frozen dataclasses: they hold Python numbers and optax transforms only, so they can be
+closed over or passed as static arguments to ``jax.jit``; anything that varies per image (targets,
+budgets, keys) is an array argument instead, so changing it never re-traces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import optax
+
+NORMS = ("l2", "linf")
+SCHEDULES = ("constant", "cosine")
+
+
+class AttackResult(NamedTuple):
+    """Per-image outcome of an attack; every field has the batch on axis 0.
+
+    Attributes:
+      score: ``float32 [B]`` score of the returned image, as the attack sees it (through the
+        transform, if one was given).
+      l2: ``float32 [B]`` ``||x_adv - x||_2`` in pixel units (over all H*W*3 values).
+      linf: ``float32 [B]`` ``max |x_adv - x|`` in pixel units.
+      budget: ``float32 [B]`` the budget (in the attack's norm) of the run that produced ``x_adv``;
+        for the budget search, the smallest budget that succeeded (``eps_max``-bounded).
+      success: ``bool [B]`` ``score - target + margin < 0``.
+      iterations: ``int32 [B]`` gradient evaluations spent on this image (early-stopped iterations
+        are not counted).
+    """
+
+    score: jax.Array
+    l2: jax.Array
+    linf: jax.Array
+    budget: jax.Array
+    success: jax.Array
+    iterations: jax.Array
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; use one of {NORMS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDConfig:
+    """Projected gradient descent on ``L(x) = Q(x) - T + margin`` (Madry et al. 2018), pixel units.
+
+    Attributes:
+      norm: ``"l2"`` (the paper) or ``"linf"``.
+      eps: default budget in pixel units when no per-image budget is given.
+      steps: maximum number of gradient steps.
+      step_scale: step size ``alpha = step_scale * eps / steps`` (Madry et al.'s 2.5: the iterate can
+        cross the ball and come back). Scaled by the budget, so it needs no retuning per budget.
+      schedule: ``"constant"`` step, or ``"cosine"``: ``alpha_k = alpha * (1 + cos(pi k / steps)) / 2``
+        (annealed steps as in DDN, Rony et al. 2019: large moves first, then local refinement).
+      random_start: start from a random point of the ball (needs a PRNG key) instead of the image.
+      early_stop: stop an image (it stops changing) at the first iterate with ``L < 0``.
+      margin: go below ``T - margin`` (see :func:`qcamo_jax.attacks.losses.quality_loss`).
+      gradient: optional ``optax.GradientTransformation`` applied to ``dL/dx`` (momentum, Adam...);
+        see :mod:`qcamo_jax.attacks.steps`.
+      normalize: append the norm's steepest-descent map (sign / L2 normalisation) after ``gradient``.
+      pixel_range: valid pixel interval; every iterate is clipped to it.
+    """
+
+    norm: str = "l2"
+    eps: float = 1000.0
+    steps: int = 10
+    step_scale: float = 2.5
+    schedule: str = "constant"
+    random_start: bool = False
+    early_stop: bool = True
+    margin: float = 0.0
+    gradient: optax.GradientTransformation | None = None
+    normalize: bool = True
+    pixel_range: tuple[float, float] = (0.0, 255.0)
+
+    def __post_init__(self):
+        _check_norm(self.norm)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; use one of {SCHEDULES}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.pixel_range[0] >= self.pixel_range[1]:
+            raise ValueError(f"empty pixel_range {self.pixel_range}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSMConfig:
+    """One signed (Linf) or normalised (L2, "fast gradient method") step of size ``eps``.
+
+    Attributes:
+      norm: ``"linf"`` (Goodfellow et al. 2015) or ``"l2"``.
+      eps: step = budget, pixel units.
+      margin: see :class:`PGDConfig`.
+      gradient: optional optax transform applied before the norm's steepest-descent map.
+      pixel_range: valid pixel interval.
+    """
+
+    norm: str = "linf"
+    eps: float = 4.0
+    margin: float = 0.0
+    gradient: optax.GradientTransformation | None = None
+    pixel_range: tuple[float, float] = (0.0, 255.0)
+
+    def __post_init__(self):
+        _check_norm(self.norm)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The paper's per-image bisection over the budget in ``(0, eps_max]``, one PGD run per try.
+
+    Attributes:
+      pgd: the PGD run for each try (its ``eps`` is ignored: each try sets its own budget).
+      eps_max: upper end of the search interval (pixel units; 2000 for L2 as in the paper).
+      bisection_steps: number of tries (7 in the paper); try ``k`` runs PGD with budget
+        ``(lo + hi) / 2``. A success sets ``hi`` to the distortion it reached, a failure sets ``lo``.
+      refine_steps: after the search, bisection on ``t in [0, 1]`` for the smallest ``t`` such that
+        ``x + t * (x_adv - x)`` is still adversarial (forward passes only; 0 disables). PGD overshoots
+        the target inside its budget, this trims the overshoot.
+    """
+
+    pgd: PGDConfig = PGDConfig(steps=10)
+    eps_max: float = 2000.0
+    bisection_steps: int = 7
+    refine_steps: int = 0
+
+    def __post_init__(self):
+        if self.bisection_steps < 1:
+            raise ValueError(f"bisection_steps must be >= 1, got {self.bisection_steps}")
+        if not self.eps_max > 0:
+            raise ValueError(f"eps_max must be > 0, got {self.eps_max}")
+        if self.refine_steps < 0:
+            raise ValueError(f"refine_steps must be >= 0, got {self.refine_steps}")
