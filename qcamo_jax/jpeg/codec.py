@@ -30,6 +30,7 @@ exactly as the chosen encoder computes them, with their quantization steps), :fu
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import flax.struct
@@ -370,16 +371,25 @@ def _component_dims(height: int, width: int, subsampling: str, k: int) -> tuple[
     return -(-height // 2), -(-width // 2)
 
 
-def decode(coeffs: JpegCoefficients):
-    """Decoder emulation (libjpeg 6b / libjpeg-turbo defaults): coefficients -> uint8 ``[H, W, 3]`` RGB.
+def decode(coeffs: JpegCoefficients, *, range_limit: str = "clamp"):
+    """Decoder emulation (libjpeg-turbo / libjpeg 6b defaults): coefficients -> uint8 ``[H, W, 3]`` RGB.
 
-    ``islow`` IDCT with libjpeg's range limit, ``h2v2_fancy_upsample`` for 4:2:0 chroma, fixed-point
-    YCbCr -> RGB.
+    ``islow`` IDCT, ``h2v2_fancy_upsample`` for 4:2:0 chroma, fixed-point YCbCr -> RGB: bit-exact
+    against Pillow (libjpeg-turbo with SIMD) and libjpeg 6b on real images.
+
+    Args:
+      coeffs: :class:`JpegCoefficients` (one image; ``vmap`` for batches).
+      range_limit: ``"clamp"`` (default; libjpeg-turbo's SIMD IDCT, i.e. Pillow, browsers, ImageMagick
+        on most systems) or ``"wrap"`` (the portable C code of libjpeg 6b/9: out-of-range IDCT outputs
+        beyond +-512 wrap around). Identical unless the coefficients are far outside what an image
+        produces; see :func:`qcamo_jax.jpeg.dct.idct_islow`. (libjpeg-turbo's SIMD also overflows its
+        16-bit lanes for absurd coefficients; no emulation covers that.)
     """
     h, w, sub = coeffs.height, coeffs.width, coeffs.subsampling
     planes = []
     dequant = [jnp.asarray(z, jnp.int32) * jnp.asarray(q, jnp.int32) for z, q in zip(coeffs.components, coeffs.tables)]
-    for k, blocks in enumerate(_blockwise(dct.idct_islow, dequant)):
+    idct = functools.partial(dct.idct_islow, range_limit=range_limit)
+    for k, blocks in enumerate(_blockwise(idct, dequant)):
         samples = dct.unblockify(blocks)
         ch, cw = _component_dims(h, w, sub, k)
         plane = samples[:ch, :cw]

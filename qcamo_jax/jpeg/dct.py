@@ -327,14 +327,26 @@ _IDCT_PASS1 = _linear_pass(_idct_islow_1d, True, [_SH1] * 8)
 _IDCT_PASS2 = _linear_pass(_idct_islow_1d, False, [_SH2 + 3] * 8)
 
 
-def idct_islow(dequantized):
+def idct_islow(dequantized, range_limit: str = "wrap"):
     """libjpeg ``jpeg_idct_islow``: int32 ``[..., 8, 8]`` dequantized coefficients (``z * q``) -> samples.
 
     Returns int32 ``[..., 8, 8]`` samples in 0..255 (level shift and range limit included). Columns
     first, then rows, as in jidctint.c.
+
+    Args:
+      dequantized: int32 ``[..., 8, 8]``.
+      range_limit: ``"wrap"``: the C code's ``IDCT_range_limit[x & 1023]`` table (libjpeg 6b/9,
+        libjpeg-turbo without SIMD); ``"clamp"``: saturate to 0..255, what libjpeg-turbo's SIMD IDCTs do
+        (Pillow, browsers). The two differ only where the IDCT output leaves -512..511, which the
+        coefficients of real images never produce.
     """
     x = jnp.asarray(dequantized, jnp.int32)
-    return idct_range_limit(_apply_pass(_apply_pass(x, _IDCT_PASS1, -2), _IDCT_PASS2, -1))
+    y = _apply_pass(_apply_pass(x, _IDCT_PASS1, -2), _IDCT_PASS2, -1)
+    if range_limit == "wrap":
+        return idct_range_limit(y)
+    if range_limit == "clamp":
+        return jnp.clip(y + 128, 0, 255)
+    raise ValueError(f"range_limit must be 'wrap' or 'clamp', got {range_limit!r}")
 
 
 def idct_islow_reference(dequantized):
