@@ -44,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--search-steps", type=int, default=7, help="budget bisection tries")
     p.add_argument("--margin", type=float, default=0.0, help="attack and DCT-quantizer safety margin")
     p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--candidates", default="gradient", choices=("gradient", "bracket"), help="DCT quantizer candidates")
+    p.add_argument("--max-steps", type=int, default=1, help="DCT quantizer: largest change of a coefficient (steps)")
     p.add_argument("--work", default=None, help="folder for the attacked files (default: a temporary folder)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     return p.parse_args(argv)
@@ -99,8 +101,10 @@ def main(argv=None) -> int:
     jpeg_t = functools.partial(diff.jpeg_roundtrip, quality=args.quality, dct_method="ifast" if args.quality <= 90 else "islow")
     attack_plain = jax.jit(api.attack_fn(model.score_one, "search", search))
     attack_jpeg = jax.jit(api.attack_fn(model.score_one, "search", search, jpeg_t))
-    dcfg = qdct.DCTConfig(quality=args.quality, dct_method="ifast" if args.quality <= 90 else "islow", margin=args.margin)
-    q_spatial = jax.jit(lambda v, o, a, t: spatial.quantize_spatial(model.score_one, v, o, a, t))
+    dcfg = qdct.DCTConfig(quality=args.quality, dct_method="ifast" if args.quality <= 90 else "islow", margin=args.margin,
+                           candidates=args.candidates, max_steps=args.max_steps)
+    scfg = spatial.SpatialConfig(margin=args.margin)
+    q_spatial = jax.jit(lambda v, o, a, t: spatial.quantize_spatial(model.score_one, v, o, a, t, scfg))
     q_dct = jax.jit(lambda v, o, a, t: qdct.quantize_dct(model.score_one, v, o, a, t, dcfg))
     reenc = evaluate.reencoders(args.quality)
     keys = jax.random.split(jax.random.PRNGKey(0), len(originals))
@@ -183,7 +187,8 @@ def render(args, model, size, clean, results, encoders, command) -> str:
         "",
         "Methods: **spatial** = PGD then the spatial quantizer (PNG); **dct** = PGD then the DCT-domain "
         "quantizer (JPEG holding the chosen coefficients, Q = %d, IFAST like ImageMagick); **jpeg-aware** = PGD "
-        "through the differentiable JPEG, then the DCT quantizer." % args.quality,
+        "through the differentiable JPEG, then the DCT quantizer (candidates `%s`, max_steps %d)." % (
+            args.quality, args.candidates, args.max_steps),
         "",
         "P_png: share of files scored below T as saved. P_jpg: share still below T after re-encoding the file at "
         f"quality {args.quality} by each encoder ({', '.join(f'{SHORT.get(e, e)} = `{e}`' for e in encoders)}); "

@@ -123,3 +123,22 @@ def test_one_trace_per_shape(setup):
     # `run` carries chex.assert_max_traces(n=1): calls with new values of the same shape reuse it.
     _, _, r = run(originals, adv + 0.5, targets - 0.1)
     assert r.score.shape == (len(originals),)
+
+
+def test_bracket_candidates(setup):
+    """``candidates="bracket"``: every coefficient is an end of the attacked coefficient's bracket, within max_steps."""
+    score_fn, variables, originals, adv, targets, *_ = setup
+    cfg = CFG._replace(candidates="bracket")
+    coeffs, decoded, res = jax.jit(lambda o, a, t: qdct.quantize_dct(score_fn, variables, o, a, t, cfg))(originals[:2], adv[:2], targets[:2])
+    assert np.all(np.asarray(res.success))
+    for i in range(2):
+        plain = codec.encode(originals[i], 90, dct_method="ifast")
+        fwd = codec.forward_dct(originals[i], 90, dct_method="ifast")
+        ca = codec.forward_dct_float(jnp.asarray(adv[i], jnp.float32))
+        c0 = codec.forward_dct_float(jnp.asarray(originals[i], jnp.float32))
+        for z, zp, r, st, a_, o_ in zip(qdct.unbatch(coeffs, i).components, plain.components, fwd.ratio, fwd.step, ca, c0):
+            a = np.asarray(r) + (np.asarray(a_) - np.asarray(o_)) / np.asarray(st)
+            lo = np.clip(np.floor(a), np.asarray(zp) - 1, np.asarray(zp) + 1)
+            hi = np.clip(np.floor(a) + 1, np.asarray(zp) - 1, np.asarray(zp) + 1)
+            assert np.all((z == lo) | (z == hi))
+        np.testing.assert_array_equal(np.asarray(codec.decode(qdct.unbatch(coeffs, i))), np.asarray(decoded[i]))

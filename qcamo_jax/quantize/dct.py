@@ -59,6 +59,11 @@ class DCTConfig(NamedTuple):
       max_steps: largest change of a coefficient, in quantization steps, from the plain-JPEG value.
       margin: required safety margin: success means ``score < target - margin`` on the exactly decoded
         image (other decoders differ by a pixel here and there).
+      candidates: ``"gradient"`` - each coefficient may move from the plain-JPEG value along ``-g``
+        (up to ``max_steps``); the attack enters through ``g`` only. ``"bracket"`` - the spatial
+        quantizer's rule in the DCT domain: each coefficient is one of the two integers bracketing the
+        *attacked* image's coefficient ``(c + u) / Delta`` (clamped to ``max_steps`` from plain JPEG);
+        ``lambda = 0`` takes the end nearer the original.
     """
 
     quality: int = 90
@@ -66,6 +71,7 @@ class DCTConfig(NamedTuple):
     subsampling: str = "444"
     max_steps: int = 1
     margin: float = 0.0
+    candidates: str = "gradient"
 
 
 def _flat(parts) -> jax.Array:
@@ -85,7 +91,7 @@ class DCTPlan(NamedTuple):
 
     Attributes:
       plain: :class:`~qcamo_jax.jpeg.codec.JpegCoefficients` the target encoder writes for the original.
-      z0: int32 ``[N]`` its integers, flattened.
+      z0: int32 ``[N]`` the ``lambda = 0`` integers, flattened (plain JPEG for ``"gradient"``).
       r: float32 ``[N]`` ``c / Delta - z0``: where the unquantized coefficient sits in its bin.
       delta: float32 ``[N]`` quantization step (DCT units).
       direction: int32 ``[N]`` ``-sign(g)``: the step that lowers the first-order loss.
@@ -113,6 +119,8 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
         raise ValueError(f"dct_method must be one of {DCT_METHODS}, got {config.dct_method!r}")
     if config.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {config.max_steps}")
+    if config.candidates not in ("gradient", "bracket"):
+        raise ValueError(f"candidates must be 'gradient' or 'bracket', got {config.candidates!r}")
     h, w = original.shape[:2]
     sub = config.subsampling
     plain = codec.encode(original, config.quality, dct_method=config.dct_method, subsampling=sub)
@@ -124,13 +132,33 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
     ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adversarial, jnp.float32), 0.0, 255.0), subsampling=sub)
     grad = jax.grad(lambda c: score_fn(variables, codec.decode_float(c, height=h, width=w, subsampling=sub)))(ca)
     g = _flat(grad)
-    s = -jnp.sign(g)
-    active = g != 0
-    abs_g = jnp.where(active, jnp.abs(g), 1.0)
-    lam_j = jnp.where(active, 2.0 * delta * jnp.maximum(0.5 - s * r, 0.0) / abs_g, jnp.inf)
+    abs_g = jnp.where(g != 0, jnp.abs(g), 1.0)
+    if config.candidates == "gradient":
+        s = -jnp.sign(g)
+        active = g != 0
+        lam_j = jnp.where(active, 2.0 * delta * jnp.maximum(0.5 - s * r, 0.0) / abs_g, jnp.inf)
+        base = z0
+    else:
+        # Bracket of the attacked coefficient, in the encoder's step units, clamped around plain JPEG.
+        u = _flat(ca) - _flat(codec.forward_dct_float(jnp.asarray(original, jnp.float32), subsampling=sub))
+        step = _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])
+        a = _flat(fwd.ratio) + u / step
+        lo = jnp.clip(jnp.floor(a), z0 - config.max_steps, z0 + config.max_steps)
+        hi = jnp.clip(jnp.floor(a) + 1, z0 - config.max_steps, z0 + config.max_steps)
+        c0 = _flat(fwd.ratio)
+        lo_cost, hi_cost = (lo - c0) ** 2, (hi - c0) ** 2
+        base_f = jnp.where(lo_cost <= hi_cost, lo, hi)
+        alt_f = jnp.where(lo_cost <= hi_cost, hi, lo)
+        move = alt_f - base_f  # -1, 0 or +1
+        active = (move != 0) & (g * move < 0)
+        extra = delta * (jnp.abs(hi_cost - lo_cost))  # (Delta^2 * cost difference) / Delta
+        lam_j = jnp.where(active, extra / abs_g, jnp.inf)
+        base = base_f.astype(jnp.int32)
+        s = jnp.where(active, move, 0.0)
+        r = jnp.zeros_like(r)  # one step at most: the step count formula below then always gives 1
     order = jnp.argsort(lam_j)
     rank = jnp.empty_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return DCTPlan(plain, z0, r, delta, s.astype(jnp.int32), abs_g, rank, lam_j[order], jnp.sum(active, dtype=jnp.int32))
+    return DCTPlan(plain, base, r, delta, s.astype(jnp.int32), abs_g, rank, lam_j[order], jnp.sum(active, dtype=jnp.int32))
 
 
 def plan_candidate(plan: DCTPlan, k: jax.Array, max_steps: int = 1):
@@ -154,12 +182,14 @@ def quantize_dct_one(
     """
     plan = plan_dct(score_fn, variables, original, adversarial, config)
 
+    steps = config.max_steps if config.candidates == "gradient" else 1
+
     def loss_of(k):
-        coeffs, _ = plan_candidate(plan, k, config.max_steps)
+        coeffs, _ = plan_candidate(plan, k, steps)
         return score_fn(variables, codec.decode(coeffs).astype(jnp.float32)) - target
 
     k, loss, evals = search_flips(loss_of, plan.n_active, int(plan.z0.size), config.margin)
-    coeffs, lam = plan_candidate(plan, k, config.max_steps)
+    coeffs, lam = plan_candidate(plan, k, steps)
     decoded = codec.decode(coeffs)
     l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - original.astype(jnp.float32)) ** 2))
     result = QuantizeResult(loss + target, loss, loss < -config.margin, lam, k, l2, evals)
