@@ -1,0 +1,80 @@
+"""``qcamo score [--model MODEL] [--json] IMAGE...``: one quality score per image.
+
+Images are scored at their own size, as the original models do when fed an image (no resizing): the
+Keras KonCept512 ends in a global average pool and accepts any size >= 75x75; the MediaEval variant only
+accepts sizes whose final map is 8..15 pixels a side (about 299..555 pixels), see docs/models.md. A file
+that cannot be read or scored gets a one-line error on stderr; the other files are still scored and the
+exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("--model", default="default",
+                        help="converted .safetensors file, 'default' (the embedded model) or 'tiny-random' (tests)")
+    parser.add_argument("--json", action="store_true", help='print a JSON list of {"path": ..., "score": ...}')
+    parser.add_argument("--batch-size", type=int, default=4, help="images of the same size scored together (default 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from qcamo_jax.errors import ImageFileError, QcamoError
+    from qcamo_jax.imageio import load_rgb
+    from qcamo_jax.models.hub import load_model
+
+    if args.batch_size < 1:
+        raise QcamoError("--batch-size must be >= 1")
+    model = load_model(args.model)
+    apply = jax.jit(model.apply)
+    failed = 0
+
+    def fail(path: str, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        print(f"qcamo: error: {path}: {message}", file=sys.stderr)
+
+    images: dict[str, np.ndarray] = {}
+    for path in args.images:
+        try:
+            image = load_rgb(path)
+        except ImageFileError as exc:
+            fail(path, exc.message)
+            continue
+        h, w = image.shape[:2]
+        mh, mw = model.min_size
+        if h < mh or w < mw:
+            fail(path, f"{h}x{w} is smaller than the model's minimum {mh}x{mw}")
+            continue
+        images[path] = image
+
+    scores: dict[str, float] = {}
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for path, image in images.items():
+        by_shape.setdefault(image.shape, []).append(path)
+    for shape, paths in by_shape.items():
+        for i in range(0, len(paths), args.batch_size):
+            chunk = paths[i : i + args.batch_size]
+            batch = np.stack([images[p] for p in chunk]).astype(np.float32)
+            try:
+                out = np.asarray(apply(model.variables, batch))
+            except ValueError as exc:  # a size the architecture cannot pool (MediaEval variant)
+                for p in chunk:
+                    fail(p, " ".join(str(exc).split()))
+                continue
+            scores.update(zip(chunk, (float(s) for s in out)))
+
+    ordered = [(p, scores[p]) for p in args.images if p in scores]
+    if args.json:
+        print(json.dumps([{"path": p, "score": s} for p, s in ordered], indent=1))
+    else:
+        for p, s in ordered:
+            print(f"{s:8.3f}  {p}")
+    return 1 if failed else 0

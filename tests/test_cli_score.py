@@ -1,0 +1,77 @@
+"""``qcamo score`` and ``qcamo convert`` from the command line (tiny random KonCept512, real photos)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import photos as P
+from qcamo_jax import cli
+from qcamo_jax.models import checkpoint, hub
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    model = hub.init_random("koncept512", {"variant": "keras", "size": "tiny"}, seed=1)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    checkpoint.save(path, model.variables, dict(model.metadata))
+    return path, model
+
+
+@pytest.fixture()
+def images(tmp_path):
+    paths = {}
+    for name in ("astronaut", "chelsea", "coffee"):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(P.photo(name, (96, 128))).save(paths[name])
+    paths["other_size"] = tmp_path / "rocket.png"
+    Image.fromarray(P.photo("rocket", (120, 100))).save(paths["other_size"])
+    paths["not_image"] = tmp_path / "notes.png"
+    paths["not_image"].write_text("not a picture")
+    paths["too_small"] = tmp_path / "small.png"
+    Image.fromarray(P.photo("chelsea", (40, 60))).save(paths["too_small"])
+    return paths
+
+
+def test_score_json_matches_library(tiny_file, images, capsys):
+    path, model = tiny_file
+    files = [str(images[k]) for k in ("astronaut", "chelsea", "coffee", "other_size")]
+    assert cli.main(["score", "--model", str(path), "--json", *files]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["path"] for o in out] == files
+    same = np.stack([P.photo(n, (96, 128)) for n in ("astronaut", "chelsea", "coffee")]).astype(np.float32)
+    want = np.asarray(jax.jit(model.apply)(model.variables, same))
+    np.testing.assert_allclose([o["score"] for o in out[:3]], want, rtol=1e-5, atol=1e-5)
+    # another size is scored at its own size (fully convolutional, global pooling), not resized
+    other = np.asarray(model.apply(model.variables, P.photo("rocket", (120, 100))[None].astype(np.float32)))
+    np.testing.assert_allclose(out[3]["score"], other[0], rtol=1e-5, atol=1e-5)
+
+
+def test_score_bad_files_are_reported_and_others_scored(tiny_file, images, capsys):
+    path, _ = tiny_file
+    files = [str(images["not_image"]), str(images["astronaut"]), str(images["too_small"]), str(images["chelsea"])]
+    assert cli.main(["score", "--model", str(path), *files]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2 and "Traceback" not in captured.err
+    assert err[0].startswith(f"qcamo: error: {images['not_image']}: not an image")
+    assert err[1].startswith(f"qcamo: error: {images['too_small']}: 40x60 is smaller than the model's minimum 75x75")
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].endswith(str(images["astronaut"]))
+    float(lines[0].split()[0])
+
+
+def test_score_tiny_random_and_missing_model(images, capsys, tmp_path):
+    assert cli.main(["score", "--model", "tiny-random", "--json", str(images["coffee"])]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert cli.main(["score", "--model", str(tmp_path / "nope.safetensors"), str(images["coffee"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.safetensors: no such weight file" in err
+    h5 = tmp_path / "model.h5"
+    h5.write_bytes(b"x")
+    assert cli.main(["score", "--model", str(h5), str(images["coffee"])]) == 2
+    assert "convert this file first" in capsys.readouterr().err
