@@ -16,7 +16,6 @@ Usage (the command recorded in docs/results.md)::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shlex
@@ -78,11 +77,11 @@ def main(argv=None) -> int:
     from qcamo_jax.attacks import api
     from qcamo_jax.attacks.config import PGDConfig, SearchConfig
     from qcamo_jax.fileio import atomic_write, atomic_write_bytes
-    from qcamo_jax.jpeg import diff
     from qcamo_jax.jpeg import io as jio
     from qcamo_jax.models.hub import load_model
     from qcamo_jax.quantize import dct as qdct
     from qcamo_jax.quantize import spatial
+    from qcamo_jax.quantize.jpeg_aware import jpeg_aware_attack
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="qcamo_results_"))
     model = load_model(args.model)
@@ -98,14 +97,13 @@ def main(argv=None) -> int:
           file=sys.stderr)
 
     search = SearchConfig(pgd=PGDConfig(steps=args.steps, margin=args.margin), bisection_steps=args.search_steps)
-    jpeg_t = functools.partial(diff.jpeg_roundtrip, quality=args.quality, dct_method="ifast" if args.quality <= 90 else "islow")
     attack_plain = jax.jit(api.attack_fn(model.score_one, "search", search))
-    attack_jpeg = jax.jit(api.attack_fn(model.score_one, "search", search, jpeg_t))
     dcfg = qdct.DCTConfig(quality=args.quality, dct_method="ifast" if args.quality <= 90 else "islow", margin=args.margin,
                            candidates=args.candidates, max_steps=args.max_steps)
     scfg = spatial.SpatialConfig(margin=args.margin)
     q_spatial = jax.jit(lambda v, o, a, t: spatial.quantize_spatial(model.score_one, v, o, a, t, scfg))
     q_dct = jax.jit(lambda v, o, a, t: qdct.quantize_dct(model.score_one, v, o, a, t, dcfg))
+    jpeg_aware = jax.jit(lambda v, o, t, k: jpeg_aware_attack(model.score_one, v, o, t, k, search, dcfg)[0])
     reenc = evaluate.reencoders(args.quality)
     keys = jax.random.split(jax.random.PRNGKey(0), len(originals))
     x = jnp.asarray(originals, jnp.float32)
@@ -118,10 +116,6 @@ def main(argv=None) -> int:
         adv_plain, _ = attack_plain(model.variables, x, targets, keys)
         adv_plain = jax.block_until_ready(adv_plain)
         timings["attack"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        adv_jpeg, _ = attack_jpeg(model.variables, x, targets, keys)
-        adv_jpeg = jax.block_until_ready(adv_jpeg)
-        timings["attack-jpeg"] = time.perf_counter() - t0
         for method in METHODS:
             d = work / f"T{t:g}" / method
             d.mkdir(parents=True, exist_ok=True)
@@ -133,7 +127,10 @@ def main(argv=None) -> int:
                     with atomic_write(d / f"{n}.png") as f:
                         Image.fromarray(im).save(f, format="PNG")
             else:
-                coeffs, _, _ = q_dct(model.variables, originals, adv_plain if method == "dct" else adv_jpeg, targets)
+                if method == "dct":
+                    coeffs, _, _ = q_dct(model.variables, originals, adv_plain, targets)
+                else:  # attack and quantizer in one program
+                    coeffs = jpeg_aware(model.variables, originals, targets, keys)
                 coeffs = jax.tree.map(np.asarray, jax.block_until_ready(coeffs))
                 for i, n in enumerate(args.photos):
                     atomic_write_bytes(d / f"{n}.jpg", jio.jpeg_bytes(qdct.unbatch(coeffs, i)))
