@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/photos.py: scikit-image's bundled photos
 
-METHODS = ("spatial", "dct", "jpeg-aware")
+METHODS = ("plain-jpeg", "spatial", "dct", "jpeg-aware")
 
 
 def parse_args(argv=None):
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     from qcamo_jax.attacks import api
     from qcamo_jax.attacks.config import PGDConfig, SearchConfig
     from qcamo_jax.fileio import atomic_write, atomic_write_bytes
+    from qcamo_jax.jpeg import codec
     from qcamo_jax.jpeg import io as jio
     from qcamo_jax.models.hub import load_model
     from qcamo_jax.quantize import dct as qdct
@@ -125,6 +126,11 @@ def main(argv=None) -> int:
                 for n, im in zip(args.photos, px):
                     with atomic_write(d / f"{n}.png") as f:
                         Image.fromarray(im).save(f, format="PNG")
+            elif method == "plain-jpeg":  # reference: the original as the target encoder writes it, no attack
+                enc = jax.jit(jax.vmap(lambda o: codec.encode(o, args.quality, dct_method=dcfg.dct_method)))
+                coeffs = jax.tree.map(np.asarray, enc(originals))
+                for i, n in enumerate(args.photos):
+                    atomic_write_bytes(d / f"{n}.jpg", jio.jpeg_bytes(qdct.unbatch(coeffs, i)))
             else:
                 if method == "dct":
                     coeffs, _, _ = q_dct(model.variables, originals, adv_plain, targets)
@@ -181,7 +187,8 @@ def render(args, model, size, clean, results, encoders, command) -> str:
         f"(the paper: 7), margin {args.margin:g}. Targets: "
         + ("T = own score - " if args.relative else "T = ") + ", ".join(f"{t:g}" for t in args.targets) + ".",
         "",
-        "Methods: **spatial** = PGD then the spatial quantizer (PNG); **dct** = PGD then the DCT-domain "
+        "Methods: **plain-jpeg** = the original written by the target encoder, no attack (the distortion JPEG "
+        "alone costs); **spatial** = PGD then the spatial quantizer (PNG); **dct** = PGD then the DCT-domain "
         "quantizer (JPEG holding the chosen coefficients, Q = %d, IFAST like ImageMagick); **jpeg-aware** = PGD "
         "through the differentiable JPEG, then the DCT quantizer (candidates `%s`, max_steps %d)." % (
             args.quality, args.candidates, args.max_steps),
