@@ -177,7 +177,7 @@ def test_full_model_layout_keras2_names_bytes(keras_files, reference_tree, tmp_p
 def test_names_are_not_used_for_placement(keras_files, reference_tree, tmp_path):
     """Scrambled layer names (a permutation of the real ones) change nothing: placement is by position."""
     with h5py.File(keras_files["weights"], "r") as f:
-        names = [n.decode() for n in f.attrs["layer_names"]]
+        names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
     perm = dict(zip(names, np.random.default_rng(0).permutation(names)))
     dst = tmp_path / "scrambled.h5"
     _rewrite(keras_files["weights"], dst, lambda n: perm[n])
@@ -189,7 +189,7 @@ def test_swapped_layers_are_refused(keras_files, tmp_path):
     dst = tmp_path / "swapped.h5"
     _rewrite(keras_files["weights"], dst, lambda n: n)
     with h5py.File(dst, "r+") as f:
-        names = [n.decode() for n in f.attrs["layer_names"]]
+        names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
         i, j = names.index("conv2d"), names.index("conv2d_1")
         names[i], names[j] = names[j], names[i]
         f.attrs["layer_names"] = np.array([n.encode() for n in names])
