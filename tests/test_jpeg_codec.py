@@ -158,7 +158,7 @@ def test_encoder_bit_exact_tiny_sizes(size):
         assert agreement(ours, libjpeg_coefficients(x, 75, method, sub)) == [1.0, 1.0, 1.0], (method, sub)
 
 
-@pytest.mark.parametrize("method", ["islow", "ifast"])
+@pytest.mark.parametrize("method", ["islow", "ifast", "float"])
 def test_encoder_bit_exact_other_qualities(method):
     x = photo("coffee", (40, 72))
     enc = jax.jit(functools.partial(jpeg.encode, dct_method=method, subsampling="420"))  # tables traced

@@ -298,12 +298,25 @@ def _ifast_divisors(qt):
     return (qt * jnp.asarray(tables.AAN_SCALES) + (1 << 10)) >> 11
 
 
+@functools.lru_cache(maxsize=None)
+def _float_divisor_table() -> np.ndarray:
+    # float32 [256, 8, 8]: libjpeg's FLOAT reciprocals for every baseline table entry 1..255 (row 0 unused).
+    q = np.broadcast_to(np.arange(256, dtype=np.float64)[:, None, None], (256, 8, 8)).copy()
+    q[0] = 1.0
+    return tables.float_divisors(q)
+
+
 def _float_divisors(qt):
-    # libjpeg computes 1 / (q * s_v * s_u * 8) in double, then stores a float. In float32 the product and
-    # reciprocal can differ by an ulp; when the table is concrete use the exact numpy (float64) value.
-    if _is_concrete(qt):
-        return jnp.asarray(tables.float_divisors(np.asarray(qt)))
-    return (1.0 / (qt.astype(jnp.float32) * _aan8())).astype(jnp.float32)
+    """libjpeg's ``(float)(1 / (q * s_v * s_u * 8))`` computed in double (float32 ``[8, 8]``).
+
+    A float32 computation can differ by an ulp, so baseline entries are looked up in a table computed in
+    float64 with numpy (exact under ``jit`` too); entries above 255 fall back to float32.
+    """
+    qt = jnp.asarray(qt, jnp.int32)
+    table = jnp.asarray(_float_divisor_table())
+    looked_up = table[jnp.clip(qt, 1, 255), jnp.arange(8)[:, None], jnp.arange(8)[None, :]]
+    fallback = (1.0 / (qt.astype(jnp.float32) * _aan8())).astype(jnp.float32)
+    return jnp.where(qt <= 255, looked_up, fallback)
 
 
 def quantize(fwd: ForwardDCT, dct_method: str = "islow") -> tuple[jax.Array, jax.Array, jax.Array]:

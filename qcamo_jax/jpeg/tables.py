@@ -74,7 +74,8 @@ def check_quality(quality) -> int:
       ValueError: not an integer, or outside 1..100.
     """
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+        raise ValueError(f"JPEG quality must be an integer in 1..100 (a static argument under jit; or pass "
+                         f"quantization tables), got {quality!r}")
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     return int(quality)
