@@ -75,3 +75,12 @@ def test_cli_convert_exit_2_without_traceback(tmp_path, capsys):
     assert err.startswith(f"qcamo: error: {bad}: ") and err.count("\n") == 1 and "Traceback" not in err
     assert cli.main(["convert", str(tmp_path / "missing.h5"), str(tmp_path / "o.safetensors")]) == 2
     assert "missing.h5: no such weight file" in capsys.readouterr().err
+
+
+def test_keras3_native_weights_layout_is_refused_with_a_hint(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    with pytest.raises(WeightFileError, match=r"model\.weights\.h5: Keras 3 native \.weights\.h5 layout"):
+        convert.convert_file(path, tmp_path / "out.safetensors")

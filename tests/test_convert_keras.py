@@ -9,6 +9,8 @@ rewriting the file's groups and attributes, then each file must convert to the v
 
 from __future__ import annotations
 
+import json
+
 import re
 
 import h5py
@@ -207,3 +209,23 @@ def test_head_only_file_is_refused(tmp_path):
     with pytest.raises(WeightFileError, match=r"head\.h5: has 7 layers with weights; the Keras KonCept512 has 455"):
         convert.convert_file(path, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_cli_convert_then_score_json(keras_files, tmp_path, capsys):
+    """``qcamo convert`` then ``qcamo score --json`` on PNGs reproduces the original framework's scores."""
+    from PIL import Image
+
+    from qcamo_jax import cli
+
+    dst = tmp_path / "cli.safetensors"
+    assert cli.main(["convert", str(keras_files["full"]), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "variant: keras" in out and "parameters: " in out and "sha256: " in out
+    x, s_ref, _ = keras_files["refs"][SMALL]
+    pngs = []
+    for i, im in enumerate(x):
+        pngs.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(im).save(pngs[-1])
+    assert cli.main(["score", "--model", str(dst), "--json", *pngs]) == 0
+    got = [o["score"] for o in json.loads(capsys.readouterr().out)]
+    np.testing.assert_allclose(got, s_ref, atol=SCORE_TOL, rtol=0)

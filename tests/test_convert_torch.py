@@ -6,6 +6,8 @@ The reference is Cadene's InceptionResNetV2 + the MediaEval head with the ``chil
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,3 +130,23 @@ def test_head_only_and_unrelated_state_dicts_are_refused(torch_files, tmp_path):
     with pytest.raises(WeightFileError, match=r"module\.pth: not a readable PyTorch state_dict"):
         convert.convert_file(pickled, tmp_path / "o.safetensors")
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_cli_convert_then_score_json(torch_files, tmp_path, capsys):
+    """``qcamo convert`` then ``qcamo score --json`` on PNGs reproduces the original framework's scores."""
+    from PIL import Image
+
+    from qcamo_jax import cli
+
+    dst = tmp_path / "cli.safetensors"
+    assert cli.main(["convert", str(torch_files["path"]), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "variant: mediaeval" in out and "parameters: " in out and "sha256: " in out
+    x, s_ref, _ = torch_files["refs"][SMALL]
+    pngs = []
+    for i, im in enumerate(x):
+        pngs.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(im).save(pngs[-1])
+    assert cli.main(["score", "--model", str(dst), "--json", *pngs]) == 0
+    got = [o["score"] for o in json.loads(capsys.readouterr().out)]
+    np.testing.assert_allclose(got, s_ref, atol=SCORE_TOL, rtol=0)

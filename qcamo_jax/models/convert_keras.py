@@ -198,7 +198,7 @@ def read_weighted_layers(path: str | os.PathLike) -> list[tuple[str, list[np.nda
             root = f["model_weights"] if "model_weights" in f else f
             names = _attr_list(root, "layer_names")
             if names is None:
-                if "layers" in f and "vars" in str(list(f.visit(lambda n: n if n.endswith("vars") else None))):
+                if isinstance(f.get("layers"), h5py.Group):
                     raise WeightFileError(
                         "Keras 3 native .weights.h5 layout (layers stored by name only) is not supported; "
                         "load it in Keras and save again with model.save('model.h5')", path)
