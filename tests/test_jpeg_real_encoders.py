@@ -45,7 +45,8 @@ def test_imagemagick_choices_of_dct_and_sampling():
     """What ImageMagick does at other qualities (documented in docs/jpeg.md): IFAST up to 90, ISLOW
     above; 4:2:0 below 90. Our encoder reproduces each choice exactly."""
     x = photo("coffee", (64, 96))
-    for quality, method, sub in ((75, "ifast", "420"), (89, "ifast", "420"), (90, "ifast", "444"), (95, "islow", "444")):
+    cases = ((75, "ifast", "420"), (89, "ifast", "420"), (90, "ifast", "444"), (95, "islow", "444"))
+    for quality, method, sub in cases:
         im = encoders.ENCODERS["imagemagick"](x, quality).coefficients
         assert im.subsampling == sub, quality
         assert fractions(jpeg.encode(x, quality, dct_method=method, subsampling=sub), im) == [1.0, 1.0, 1.0], quality

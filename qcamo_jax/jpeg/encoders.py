@@ -145,7 +145,8 @@ def pillow(image, quality: int, *, subsampling: str = "444") -> Encoded:
 # libjpeg builds through jpeglib
 
 
-def libjpeg(image, quality: int, *, version: str = "6b", dct_method: str = "islow", subsampling: str = "444") -> Encoded:
+def libjpeg(image, quality: int, *, version: str = "6b", dct_method: str = "islow",
+            subsampling: str = "444") -> Encoded:
     """Encode with a libjpeg build bundled in jpeglib (``jpeg_set_quality(Q)``, the given DCT and sampling)."""
     import jpeglib
 

@@ -48,7 +48,8 @@ def _check_coefficients(coeffs) -> list[np.ndarray]:
             raise ValueError(f"coefficients {name} must be an integer array [hb, wb, 8, 8], got {z.dtype}")
         ac = z.copy()
         ac[..., 0, 0] = 0
-        if np.abs(ac).max(initial=0) > 1023 or z[..., 0, 0].min(initial=0) < -1024 or z[..., 0, 0].max(initial=0) > 1023:
+        dc = z[..., 0, 0]
+        if np.abs(ac).max(initial=0) > 1023 or dc.min(initial=0) < -1024 or dc.max(initial=0) > 1023:
             raise ValueError(f"coefficients {name} out of the baseline range (AC in -1023..1023, DC in -1024..1023)")
         comps.append(z.astype(np.int16))
     for name, qt in (("qt_luma", coeffs.qt_luma), ("qt_chroma", coeffs.qt_chroma)):
