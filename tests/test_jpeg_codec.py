@@ -323,3 +323,15 @@ def test_bad_options_rejected():
         jpeg.encode(x, qt_luma=np.ones((8, 7)), qt_chroma=np.ones((8, 8)))
     with pytest.raises(ValueError, match="either quality"):
         jpeg.encode(x, 90, qt_luma=np.ones((8, 8)), qt_chroma=np.ones((8, 8)))
+
+
+def test_one_trace_per_shape():
+    import chex
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def encode_decode(x):
+        return jpeg.decode(jpeg.encode(x, 90, dct_method="ifast", subsampling="420"))
+
+    for name in NAMES:
+        assert encode_decode(photo(name, (24, 40))).shape == (24, 40, 3)
