@@ -19,8 +19,11 @@ PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
 def _raw(name: str) -> np.ndarray:
     import skimage.data
 
-    arr = getattr(skimage.data, name)() if hasattr(skimage.data, name) else None
-    if arr is None:
+    if name == "motorcycle_left":  # skimage ships it as the left image of a stereo pair
+        arr = skimage.data.stereo_motorcycle()[0]
+    elif hasattr(skimage.data, name):
+        arr = getattr(skimage.data, name)()
+    else:
         raise KeyError(name)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, -1)
