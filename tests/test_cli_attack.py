@@ -85,10 +85,12 @@ def test_output_path_refused_up_front(tmp_path, inputs):
     assert "cannot create output folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_no_inputs_is_an_error(tmp_path, tiny_checkpoint):
+def test_no_inputs_is_an_error(tmp_path):
     (tmp_path / "empty_dir").mkdir()
-    proc = _qcamo("attack", tmp_path / "empty_dir", "--out", tmp_path / "out", "--model", tiny_checkpoint, check_rc=2)
-    assert "no input images found" in proc.stderr
+    # Refused before any model is loaded (this model path does not exist).
+    proc = _qcamo("attack", tmp_path / "empty_dir", "--out", tmp_path / "out", "--model", tmp_path / "none.safetensors",
+                  check_rc=2)
+    assert proc.stderr.strip().splitlines() == [f"qcamo: error: no input images found in {tmp_path / 'empty_dir'}"]
 
 
 @pytest.fixture(scope="module")

@@ -44,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
                if v is not None}
     settings = pipeline.Settings(target=args.target, method=args.method, quantize=args.quantize, quality=args.quality,
                                  seed=args.seed, attack_options=options, reference_encoder=args.reference_encoder)
-    out = pipeline.prepare_output_dir(args.out)  # refuse a bad output path before loading anything heavy
+    # Refuse a bad output path or an empty input list before loading anything heavy.
+    out = pipeline.prepare_output_dir(args.out)
+    inputs = pipeline.discover_inputs(args.inputs, exclude=out)
+    if not inputs:
+        raise QcamoError("no input images found in " + " ".join(args.inputs))
     model = load_model(args.model)
-    result = pipeline.run(args.inputs, out, model, settings, batch_size=args.batch_size, resume=args.resume,
+    result = pipeline.run(inputs, out, model, settings, batch_size=args.batch_size, resume=args.resume,
                           devices=args.devices, progress=not args.quiet, summary=not args.no_summary)
     s = report.summarize(result.records)
     rate = lambda v: "n/a" if v is None else f"{100 * v:.0f}%"
