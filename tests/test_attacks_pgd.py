@@ -86,13 +86,13 @@ def test_early_stop_freezes_finished_images_and_counts_their_gradients(linear):
     alpha = 2.5 * eps / n  # 100 pixel-L2 per step, straight along -w
     optimum = jnp.array([50.0, 150.0, 250.0, 5000.0])  # crossed after 1, 2, 3 steps; never
     targets = q0 - 0.05 * optimum
-    adv, res = attacks.pgd(linear_score, v, x, targets, None, attacks.PGDConfig(eps=eps, steps=n))
+    adv, res = attacks.pgd(linear_score, v, x, targets, None, attacks.PGDConfig(eps=eps, steps=n, schedule="constant"))
     # Iterate k is checked at gradient evaluation k + 1; the first adversarial iterate is returned.
     assert list(np.asarray(res.iterations)) == [2, 3, 4, n]
     np.testing.assert_allclose(res.l2, [alpha, 2 * alpha, 3 * alpha, eps], rtol=1e-4)
     assert list(np.asarray(res.success)) == [True, True, True, False]
     # Without early stop every image runs all steps and ends on its ball's boundary.
-    _, res_all = attacks.pgd(linear_score, v, x, targets, None, attacks.PGDConfig(eps=eps, steps=n, early_stop=False))
+    _, res_all = attacks.pgd(linear_score, v, x, targets, None, attacks.PGDConfig(eps=eps, steps=n, schedule="constant", early_stop=False))
     assert list(np.asarray(res_all.iterations)) == [n] * 4
     np.testing.assert_allclose(res_all.l2, eps, rtol=1e-4)
 
@@ -101,7 +101,7 @@ def test_ifgsm_steps_of_eps_over_n_and_stays_in_the_box():
     w = jax.random.normal(jax.random.PRNGKey(5), (H, W, 3))
     x = jnp.full((1, H, W, 3), 254.0)  # at the top of the range: half the steps get clipped
     cfg = attacks.ifgsm_config(eps=8.0, steps=4)
-    assert cfg.steps == 4 and cfg.step_scale == 1.0 and not cfg.random_start
+    assert cfg.steps == 4 and cfg.step_scale == 1.0 and not cfg.random_start and cfg.schedule == "constant"
     assert attacks.ifgsm_config(eps=4.0).steps == 5  # Kurakin et al.: min(eps + 4, 1.25 eps)
     score = lambda v, im: -jnp.sum(v * im)  # noqa: E731 ; lowering it pushes pixels along +w
     adv, res = attacks.ifgsm(score, w, x, -1e9, None, cfg)
@@ -164,8 +164,22 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError):
         attacks.PGDConfig(steps=0)
     with pytest.raises(ValueError):
+        attacks.PGDConfig(schedule="linear")
+    with pytest.raises(ValueError):
         attacks.SearchConfig(bisection_steps=0)
     with pytest.raises(ValueError, match="images must be"):
         attacks.pgd(linear_score, {}, jnp.zeros((4, 4, 3)), 0.0)
     with pytest.raises(ValueError, match="scalar or shape"):
         attacks.pgd(linear_score, {"w": 1.0, "b": 0.0}, jnp.zeros((2, 4, 4, 3)), jnp.zeros(3))
+
+
+def test_cosine_schedule_anneals_the_step(linear):
+    v, x = linear
+    eps, n = 1000.0, 4
+    cfg = attacks.PGDConfig(eps=eps, steps=n, step_scale=1.0, schedule="cosine", early_stop=False)
+    adv, res = attacks.pgd(linear_score, v, x[:1], -1e6, None, cfg)
+    # Straight line along -w: travelled distance = sum_k alpha (1 + cos(pi k / n)) / 2, ball not reached.
+    alpha = 1.0 * eps / n
+    expected = sum(alpha * 0.5 * (1 + np.cos(np.pi * k / n)) for k in range(n))
+    assert expected < eps
+    np.testing.assert_allclose(res.l2[0], expected, rtol=1e-4)

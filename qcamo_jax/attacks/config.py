@@ -55,8 +55,10 @@ class PGDConfig:
       steps: maximum number of gradient steps.
       step_scale: step size ``alpha = step_scale * eps / steps`` (Madry et al.'s 2.5: the iterate can
         cross the ball and come back). Scaled by the budget, so it needs no retuning per budget.
-      schedule: ``"constant"`` step, or ``"cosine"``: ``alpha_k = alpha * (1 + cos(pi k / steps)) / 2``
-        (annealed steps as in DDN, Rony et al. 2019: large moves first, then local refinement).
+      schedule: ``"cosine"``: ``alpha_k = alpha * (1 + cos(pi k / steps)) / 2`` (annealed steps as in
+        DDN, Rony et al. 2019: large moves first, then local refinement), or ``"constant"`` (Madry et
+        al.). Cosine is the default because it reached the target on more images for the same number
+        of gradients (docs/attacks.md, "Choosing the PGD iterations").
       random_start: start from a random point of the ball (needs a PRNG key) instead of the image.
       early_stop: stop an image (it stops changing) at the first iterate with ``L < 0``.
       margin: go below ``T - margin`` (see :func:`qcamo_jax.attacks.losses.quality_loss`).
@@ -70,7 +72,7 @@ class PGDConfig:
     eps: float = 1000.0
     steps: int = 10
     step_scale: float = 2.5
-    schedule: str = "constant"
+    schedule: str = "cosine"
     random_start: bool = False
     early_stop: bool = True
     margin: float = 0.0
@@ -122,14 +124,21 @@ class SearchConfig:
       bisection_steps: number of tries (7 in the paper); try ``k`` runs PGD with budget
         ``(lo + hi) / 2``. A success sets ``hi`` to the distortion it reached, a failure sets ``lo``.
       refine_steps: after the search, bisection on ``t in [0, 1]`` for the smallest ``t`` such that
-        ``x + t * (x_adv - x)`` is still adversarial (forward passes only; 0 disables). PGD overshoots
-        the target inside its budget, this trims the overshoot.
+        ``x + t * (x_adv - x)`` is still adversarial (forward passes only, not counted in
+        ``iterations``; 0 gives the paper's search alone). With 7 tries the bisection alone resolves
+        the budget to a few percent of small optima (2.7% above a known optimum of L2 = 40 in the tests);
+        8 refinement steps (about 3 gradients' worth of forward passes) bring it under 0.5%.
+      warm_start: start try ``k > 0`` from the kept image (the smallest success so far, else the
+        lowest-loss image) projected into the new ball, instead of from the original image (the
+        paper's code). On a failure the next, larger ball contains the kept image, so PGD continues
+        where it stopped; after a success the kept image shrunk into the smaller ball is a close start.
     """
 
     pgd: PGDConfig = PGDConfig(steps=10)
     eps_max: float = 2000.0
     bisection_steps: int = 7
-    refine_steps: int = 0
+    refine_steps: int = 8
+    warm_start: bool = True
 
     def __post_init__(self):
         if self.bisection_steps < 1:

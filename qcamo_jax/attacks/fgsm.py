@@ -77,13 +77,14 @@ def fgsm(
 
 
 def ifgsm_config(eps: float, steps: int | None = None, norm: str = "linf", **kwargs) -> PGDConfig:
-    """I-FGSM / BIM settings as a :class:`PGDConfig`: no random start, step ``eps / steps``.
+    """I-FGSM / BIM settings as a :class:`PGDConfig`: no random start, constant step ``eps / steps``.
 
     Kurakin et al. use a step of 1 pixel level and ``min(eps + 4, 1.25 * eps)`` steps; that is the
     default here when ``steps`` is None.
     """
     if steps is None:
         steps = max(1, int(round(min(eps + 4, 1.25 * eps))))
+    kwargs.setdefault("schedule", "constant")
     return PGDConfig(norm=norm, eps=eps, steps=steps, step_scale=1.0, random_start=False, **kwargs)
 
 

@@ -48,6 +48,7 @@ def pgd_single(
     key: jax.Array,
     eps: jax.Array,
     config: PGDConfig,
+    x_init: jax.Array | None = None,
 ) -> PGDOutcome:
     """PGD on one image: ``x <- project(x - alpha * direction(dL/dx))`` for at most ``config.steps`` steps.
 
@@ -59,6 +60,8 @@ def pgd_single(
       key: PRNG key (used only if ``config.random_start``).
       eps: scalar budget in pixel units (may be traced: one compiled loop serves every budget).
       config: static settings.
+      x_init: optional start point ``float32 [H, W, 3]`` (projected onto the ball and the box), e.g. a
+        previous run's result (warm start); replaces the random start.
 
     Returns:
       :class:`PGDOutcome`; ``iterations`` counts gradient evaluations (an image that is already
@@ -71,7 +74,9 @@ def pgd_single(
     grad_fn = jax.value_and_grad(lambda x: loss_fn(variables, x, target), has_aux=True)
 
     x_start = x0
-    if config.random_start:
+    if x_init is not None:
+        x_start = projections.project(jnp.asarray(x_init, jnp.float32), x0, eps, config.norm, config.pixel_range)
+    elif config.random_start:
         delta = projections.random_delta(key, x0.shape, eps, config.norm)
         x_start = projections.project(x0 + delta, x0, eps, config.norm, config.pixel_range)
 

@@ -10,6 +10,9 @@ early stops) inside one ``vmap``-ed, ``lax``-looped program:
   * success (``L < 0``): ``hi`` <- the distortion actually reached (<= eps: PGD with early stop often
     succeeds inside its ball, and that distortion is itself a valid upper bound on the minimum);
     failure: ``lo`` <- eps;
+  * with ``warm_start`` (default) try ``k > 0`` starts from the kept image projected into its ball
+    instead of from the original, so the tries add up instead of each starting over (the paper's
+    code restarts from the original: ``warm_start=False``);
   * the smallest successful distortion is kept (an image that never succeeds returns its lowest-loss
     iterate, flagged ``success = False``);
   * optionally (``refine_steps``) a forward-only bisection on ``t in [0, 1]`` shrinks the kept
@@ -83,7 +86,13 @@ def search_single(
 
     def one_try(k: int, s: _State) -> _State:
         eps = 0.5 * (s.lo + s.hi)
-        out = pgd_single(loss_fn, variables, x0, target, jax.random.fold_in(key, k), eps, config.pgd)
+        x_init = None
+        if config.warm_start:
+            x_init = s.best_x
+            if config.pgd.random_start:  # the first try starts at random, the next ones warm
+                rnd = x0 + projections.random_delta(jax.random.fold_in(key, k), x0.shape, eps, norm)
+                x_init = jnp.where(k == 0, rnd, s.best_x)
+        out = pgd_single(loss_fn, variables, x0, target, jax.random.fold_in(key, k), eps, config.pgd, x_init)
         success = out.loss < 0
         dist = projections.distortion(out.x - x0, norm)
         keep = jnp.where(s.found, success & (dist < s.best_dist), success | (out.loss < s.best_loss))
