@@ -714,7 +714,10 @@ class AttackEngine:
         quantizer = _quantizer(model, settings)
         self.identity = f"{method}:{config!r}:{settings.quantize}:{settings.quality}"
 
+        self.traces = 0  # how many times the program was traced (compiled): one per image shape
+
         def program(variables, originals, targets, keys):
+            self.traces += 1
             adv, res = attack(variables, originals.astype(jnp.float32), targets, keys)
             out = quantizer(variables, originals, adv, targets)
             return out, {"budget": res.budget, "iterations": res.iterations}

@@ -243,21 +243,23 @@ def test_resume_reuses_everything_and_recomputes_on_new_settings(tmp_path, model
     for name in ("astronaut", "coffee", "rocket"):
         Image.fromarray(photos.photo(name, SHAPE)).save(src / f"{name}.png")
     out = tmp_path / "out"
-    first = pipeline.run([src], out, model, FAST, batch_size=2, progress=False, summary=False)
+    engine = pipeline.make_engine(model, FAST)
+    first = pipeline.run([src], out, model, FAST, engine=engine, batch_size=2, progress=False, summary=False)
     assert first.exit_code == 0 and first.processed == 3
-    again = pipeline.run([src], out, model, FAST, batch_size=2, resume=True, progress=False, summary=False)
+    assert engine.traces == 1  # two batches (2 + 1 padded to 2) of one shape: one compile
+    again = pipeline.run([src], out, model, FAST, engine=engine, batch_size=2, resume=True, progress=False, summary=False)
     assert again.reused == 3 and again.processed == 0
     assert again.records == first.records
     # A damaged output is recomputed (with its whole batch) and comes back identical.
     victim = Path(first.records[0]["output"])
     good = victim.read_bytes()
     victim.write_bytes(good[:10])
-    fixed = pipeline.run([src], out, model, FAST, batch_size=2, resume=True, progress=False, summary=False)
+    fixed = pipeline.run([src], out, model, FAST, engine=engine, batch_size=2, resume=True, progress=False, summary=False)
     assert fixed.processed >= 1 and victim.read_bytes() == good
     assert _strip(fixed.records) == _strip(first.records)
     # Different settings: nothing reused.
     other = pipeline.Settings(**{**FAST.as_dict(), "seed": 7})
-    changed = pipeline.run([src], out, model, other, batch_size=2, resume=True, progress=False, summary=False)
+    changed = pipeline.run([src], out, model, other, engine=engine, batch_size=2, resume=True, progress=False, summary=False)
     assert changed.reused == 0 and changed.processed == 3
 
 
