@@ -173,6 +173,17 @@ def torch_setup(threads: int | None, use_cuda: bool):
     return torch, device
 
 
+@contextlib.contextmanager
+def _host_numpy(torch):
+    """Let ``Tensor.numpy()`` accept device tensors (copy to the host first) while active."""
+    original = torch.Tensor.numpy
+    torch.Tensor.numpy = lambda self, *a, **k: original(self.detach().cpu(), *a, **k)
+    try:
+        yield
+    finally:
+        torch.Tensor.numpy = original
+
+
 def _sync(torch, device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -301,9 +312,10 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
     if torch_device is not None:
         import torch
 
-        # torch_search builds its tensors with torch.as_tensor and returns .numpy(): CPU only as written.
+        # torch_search builds its tensors with torch.as_tensor (placed by the device context on a GPU)
+        # and returns .numpy(), which needs host tensors: _host_numpy copies them back (and syncs).
         try:
-            with torch.device(torch_device) if torch_device != "cpu" else contextlib.nullcontext():
+            with (torch.device(torch_device) if torch_device != "cpu" else contextlib.nullcontext()), _host_numpy(torch):
                 t0 = time.perf_counter()
                 adv_t, budget_t, success_t, grads_t = torch_search(tmodel, images.astype(np.float32), targets, 2000.0, tries, steps)
                 _sync(torch, torch_device)
