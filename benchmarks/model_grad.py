@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     print(json.dumps({
         "benchmark": "koncept512 forward + input gradient", "size": [h, w], "variant": "mediaeval",
         "jax": jax.__version__, "jax_backend": jax.default_backend(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
         "load_average": os.getloadavg(), "results": results,
     }, indent=1))
     return 0

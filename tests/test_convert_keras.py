@@ -125,7 +125,10 @@ def _rewrite(src, dst, rename, chunks: int = 1, as_str: bool = False, weight_suf
                 root_out.attrs[k] = v
         names = [n.decode() if isinstance(n, bytes) else n for n in root_in.attrs["layer_names"]]
         new_names = [rename(n) for n in names]
-        enc = (lambda xs: np.array(xs, dtype=h5py.string_dtype())) if as_str else (lambda xs: np.array([x.encode() for x in xs]))
+        if as_str:
+            enc = lambda xs: np.array(xs, dtype=h5py.string_dtype())  # noqa: E731
+        else:
+            enc = lambda xs: np.array([x.encode() for x in xs])  # noqa: E731
         for i, part in enumerate(np.array_split(np.array(new_names, dtype=object), chunks)):
             root_out.attrs[f"layer_names{i}" if chunks > 1 else "layer_names"] = enc(list(part))
         for old, new in zip(names, new_names):

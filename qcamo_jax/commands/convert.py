@@ -9,7 +9,8 @@ from qcamo_jax.errors import QcamoError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", help="KonIQ Keras .h5 (koncep512-trained-model.h5) or MediaEval .pth (KonCept512.pth)")
+    parser.add_argument("src", metavar="SRC",
+                        help="KonIQ Keras .h5 (koncep512-trained-model.h5) or MediaEval .pth (KonCept512.pth)")
     parser.add_argument("dst", metavar="DST", help="output .safetensors file (written atomically)")
 
 

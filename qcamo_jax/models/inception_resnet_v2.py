@@ -75,7 +75,8 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(self.features, tuple(self.kernel), strides=self.strides, padding=self.padding, use_bias=False, name="conv")(x)
+        x = nn.Conv(self.features, tuple(self.kernel), strides=self.strides, padding=self.padding, use_bias=False,
+                    name="conv")(x)
         x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, use_scale=self.bn_scale, name="bn")(x)
         return nn.relu(x) if self.relu else x
 
