@@ -25,6 +25,8 @@ from qcamo_jax.errors import QcamoError
 SHAPE = (64, 96)
 TINY_CONFIG = {"widths": [4, 4, 8, 8, 8], "head": [8, 4], "input_size": [64, 64]}
 FAST = pipeline.Settings(target=45.0, method="pgd", quantize="spatial", attack_options={"steps": 2, "search_steps": 2})
+# The corpus run is about file handling: plain rounding keeps its two compiles (two shapes) cheap.
+ROUNDED = pipeline.Settings(target=45.0, method="pgd", quantize="none", attack_options={"steps": 2, "search_steps": 2})
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def corpus_run(tmp_path_factory, model):
               if p.is_file() and not p.is_symlink() and os.access(p, os.R_OK)}
     inputs = [root / "in", files["broken_symlink"]]
     logs: list[str] = []
-    result = pipeline.run(inputs, root / "out", model, FAST, batch_size=4, progress=False, log=logs.append)
+    result = pipeline.run(inputs, root / "out", model, ROUNDED, batch_size=4, progress=False, log=logs.append)
     return dict(root=root, files=files, twin=twin, base=base, hashes=hashes, result=result, logs=logs)
 
 
@@ -175,8 +177,8 @@ def test_handled_input_is_attacked(corpus_run, case):
     assert rec["l2"] == pytest.approx(np.sqrt(np.sum(diff**2)), rel=1e-4, abs=1e-3)
     for key in ("original_score", "final_score", "jpeg90_score", "psnr", "ssim", "seconds"):
         assert isinstance(rec[key], float), key
-    assert rec["success_saved"] == (rec["final_score"] < FAST.target)
-    assert rec["success_jpeg90"] == (rec["jpeg90_score"] < FAST.target)
+    assert rec["success_saved"] == (rec["final_score"] < ROUNDED.target)
+    assert rec["success_jpeg90"] == (rec["jpeg90_score"] < ROUNDED.target)
 
 
 @pytest.mark.parametrize("case", REFUSED)
