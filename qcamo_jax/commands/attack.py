@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="PGD steps per budget try (default 10)")
     p.add_argument("--search-steps", type=int, default=None, help="bisection tries over the L2 budget (default 7, as the paper)")
     p.add_argument("--margin", type=float, default=None,
-                   help="aim below T - margin in the attack and the quantizer (safety against other decoders; default 0)")
+                   help="aim below T - margin in the attack and the quantizer (safety against other decoders and re-encoders; default 1)")
     p.add_argument("--reference-encoder", default="libjpeg6b-ifast-444", metavar="NAME",
                    help="encoder of the quality-90 re-encoding behind success_jpeg90 (default: ImageMagick-equivalent "
                         "libjpeg6b-ifast-444; 'imagemagick' runs convert)")
