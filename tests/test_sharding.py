@@ -28,7 +28,7 @@ def _env(n_devices: int) -> dict[str, str]:
     return env
 
 
-def _run_worker(args: list[str], n_devices: int, timeout: int = 240) -> dict:
+def _run_worker(args: list[str], n_devices: int, timeout: int = 600) -> dict:
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *args], env=_env(n_devices), capture_output=True, text=True,
         timeout=timeout,
@@ -159,7 +159,7 @@ def test_two_hosts_two_devices_each_same_results_as_one():
     results = []
     try:
         for p in procs:
-            stdout, stderr = p.communicate(timeout=240)
+            stdout, stderr = p.communicate(timeout=600)
             assert p.returncode == 0, stderr[-4000:]
             results.append(json.loads(stdout.strip().splitlines()[-1]))
     finally:
