@@ -13,6 +13,7 @@ architecture does not import the others.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -96,7 +97,17 @@ def from_variables(
 
 
 def init_random(architecture: str, config: Mapping[str, Any], seed: int = 0) -> QualityModel:
-    """A randomly initialised model (tests, benchmarks; scores are meaningless)."""
+    """A randomly initialised model (tests, benchmarks; scores are meaningless).
+
+    Cached per (architecture, config, seed): compiling ``module.init`` costs far more than the
+    forward pass of a tiny model, and the result is immutable.
+    """
+    return _init_random_cached(architecture, json.dumps(dict(config), sort_keys=True), seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _init_random_cached(architecture: str, config_json: str, seed: int) -> QualityModel:
+    config = json.loads(config_json)
     module = build_module(architecture, config)
     h, w = module.input_size
     variables = jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, h, w, 3), jnp.float32))
