@@ -4,9 +4,10 @@ Both sides attack the *same* model with the *same* weights: the MediaEval KonCep
 (:mod:`qcamo_jax.testing.torch_koncept`, random weights, batch norms calibrated on real photos so the
 scores look like MOS), converted to Flax with the project's converter
 (:mod:`qcamo_jax.models.convert_torch`). Both run the same algorithm: per image, ``tries`` bisection
-tries over the L2 budget in (0, eps_max], each ``steps`` PGD steps of size ``2.5 * eps / steps`` along
-the L2-normalised gradient, projection on the ball and the pixel box, ``hi <- reached distortion`` on
-success. Early stop is off on both sides so both do exactly ``batch * tries * steps`` gradient
+tries over the L2 budget in (0, eps_max], each ``steps`` PGD steps of constant size ``2.5 * eps / steps``
+along the L2-normalised gradient from the original image, projection on the ball and the pixel box,
+``hi <- reached distortion`` on success (the JAX side runs with ``schedule="constant"``,
+``warm_start=False``, ``refine_steps=0`` to match). Early stop is off on both sides so both do exactly ``batch * tries * steps`` gradient
 evaluations (plus ``batch * (tries + 1)`` forward passes) and the rates compare like for like.
 
 JAX: one ``jax.jit`` of :func:`qcamo_jax.attacks.budget_search` (``lax`` loops, ``vmap`` over images);
@@ -161,8 +162,11 @@ def main(argv=None) -> int:
     s_jax = np.asarray(jax.jit(jmodel.apply)(jmodel.variables, jnp.asarray(x)))
     targets = (s_torch - args.drop).astype(np.float32)
 
-    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=args.steps, early_stop=False), eps_max=args.eps_max,
-                               bisection_steps=args.tries)
+    # The PyTorch mirror implements the paper's plain variant: constant steps, every try from the
+    # original, no refinement; configure the JAX attack identically.
+    cfg = attacks.SearchConfig(
+        pgd=attacks.PGDConfig(steps=args.steps, early_stop=False, schedule="constant"), eps_max=args.eps_max,
+        bisection_steps=args.tries, refine_steps=0, warm_start=False)
     run = attacks.make_attack(jmodel.score_one, "search", cfg)
     xj, tj = jnp.asarray(x), jnp.asarray(targets)
     t0 = time.perf_counter()
@@ -185,7 +189,8 @@ def main(argv=None) -> int:
         "benchmark": "attack_pgd: L2 PGD + per-image budget bisection, gradient evaluations per second",
         "model": "KonCept512 (MediaEval variant, InceptionResNetV2), random calibrated weights, same on both sides",
         "config": {"size": list(args.size), "batch": args.batch, "steps": args.steps, "tries": args.tries,
-                   "eps_max": args.eps_max, "target": f"own score - {args.drop}", "early_stop": False},
+                   "eps_max": args.eps_max, "target": f"own score - {args.drop}", "early_stop": False,
+                   "schedule": "constant", "warm_start": False, "refine_steps": 0},
         "parity": {"clean_score_max_abs_diff": float(np.max(np.abs(s_torch - s_jax))),
                    "success_jax": np.asarray(res_j.success).tolist(), "success_torch": success_t.tolist(),
                    "budget_jax": np.round(np.asarray(res_j.budget), 2).tolist(),

@@ -185,3 +185,16 @@ def test_full_size_random_koncept_one_small_image():
     adv, res = attacks.make_attack(score, "search", cfg)(m.variables, x, q0 - 10.0, jax.random.key(0))
     print(f"full KonCept512 (random): success {bool(res.success[0])}, L2 {float(res.l2[0]):.1f}")
     assert bool(res.success[0])
+
+
+def test_an_image_already_below_target_is_returned_unchanged():
+    w = jax.random.normal(jax.random.PRNGKey(0), (H, W, 3))
+    v = {"w": 0.05 * w / jnp.linalg.norm(w), "b": jnp.float32(60.0)}
+    x = _images(2, seed=5)
+    q0 = jax.vmap(linear_score, in_axes=(None, 0))(v, x)
+    targets = q0 + jnp.array([1.0, -5.0])  # image 0 already below its target
+    adv, res = attacks.make_attack(linear_score, "search")(v, x, targets, None)
+    assert list(np.asarray(res.success)) == [True, True]
+    np.testing.assert_array_equal(adv[0], x[0])
+    assert float(res.l2[0]) == 0.0 and float(res.budget[0]) == 0.0 and int(res.iterations[0]) == 7
+    np.testing.assert_allclose(res.l2[1], 5.0 / 0.05, rtol=0.02)

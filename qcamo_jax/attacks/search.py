@@ -95,7 +95,9 @@ def search_single(
         out = pgd_single(loss_fn, variables, x0, target, jax.random.fold_in(key, k), eps, config.pgd, x_init)
         success = out.loss < 0
         dist = projections.distortion(out.x - x0, norm)
-        keep = jnp.where(s.found, success & (dist < s.best_dist), success | (out.loss < s.best_loss))
+        # Ties go to the later try: its budget is smaller (an image adversarial from the start ends
+        # with distortion 0 and budget 0, not the first try's budget).
+        keep = jnp.where(s.found, success & (dist <= s.best_dist), success | (out.loss < s.best_loss))
         # A success at a distortion below `lo` means an earlier failure was PGD's, not the budget's:
         # collapse the interval onto the new upper bound rather than keep an inverted one.
         hi = jnp.where(success, dist, s.hi)
