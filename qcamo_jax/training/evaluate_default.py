@@ -27,19 +27,30 @@ import numpy as np
 from qcamo_jax.training import distortions, sources
 
 
-def heldout_images(cache: str | Path | None = None, names=None) -> dict[str, np.ndarray]:
+#: The Debian held-out views, committed as lossless 384x512 PNGs so that tests need no download
+#: (provenance and licences in that folder's README.md).
+HELDOUT_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "heldout"
+
+
+def heldout_images(cache: str | Path | None = None, names=None, fallback_dir: Path | None = HELDOUT_DIR) -> dict[str, np.ndarray]:
     """Full-frame 384x512 views of the held-out sources: ``{name: uint8 [384, 512, 3]}``.
 
-    scikit-image sources are always available; Debian ones only when ``cache`` holds the unpacked
-    packages (:func:`qcamo_jax.training.sources.fetch_debian`), otherwise they are skipped.
+    scikit-image sources are always available; a Debian one is cut from ``cache`` when it holds the
+    unpacked package (:func:`qcamo_jax.training.sources.fetch_debian`), else read from
+    ``fallback_dir/<origin>_<name>.png`` (the same pixels), else skipped.
     """
+    from PIL import Image
+
     out = {}
     for src in sources.all_sources():
         if src.split != "heldout" or (names is not None and src.name not in names):
             continue
-        if src.origin != "skimage":
-            if cache is None or not (Path(cache) / "debian" / src.origin / src.locator).is_file():
-                continue
+        if src.origin != "skimage" and (cache is None or not (Path(cache) / "debian" / src.origin / src.locator).is_file()):
+            png = None if fallback_dir is None else Path(fallback_dir) / (src.name.replace(":", "_") + ".png")
+            if png is not None and png.is_file():
+                with Image.open(png) as im:
+                    out[src.name] = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            continue
         out[src.name] = sources.cover_crop(sources.load_source(src, cache))
     return out
 
