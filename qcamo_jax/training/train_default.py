@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 #: Defaults of the shipped model (recorded in the checkpoint metadata).
-DEFAULTS = dict(seed=0, steps=1200, groups=6, per_group=4, crop=(160, 224), lr=1e-3, warmup=100, rank_weight=1.0)
+DEFAULTS = dict(seed=0, steps=1400, groups=6, per_group=4, crop=(128, 160), lr=1e-3, conv_lr_factor=0.3, warmup=100,
+                rank_weight=1.0)
 
 
 def sample_batch(images, labels, rng: np.random.Generator, groups: int, per_group: int, crop):
@@ -43,7 +44,8 @@ def sample_batch(images, labels, rng: np.random.Generator, groups: int, per_grou
     for _ in range(groups):
         v = int(rng.integers(n_views))
         versions = np.concatenate([[0], 1 + rng.choice(n_versions - 1, per_group - 1, replace=False)])
-        top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+        # Offsets on the 8x8 grid keep JPEG block boundaries where they are in a full image.
+        top, left = 8 * int(rng.integers(0, (H - ch) // 8 + 1)), 8 * int(rng.integers(0, (W - cw) // 8 + 1))
         flip = bool(rng.integers(2))
         for d in versions:
             x = np.asarray(images[v, d, top : top + ch, left : left + cw])
@@ -82,7 +84,7 @@ def make_train_step(module, optimizer, groups: int, per_group: int, rank_weight:
 
 
 def train(dataset: Path, out: Path, seed: int, steps: int, groups: int, per_group: int, crop, lr: float,
-          warmup: int, rank_weight: float, cache: Path, log=print) -> dict:
+          conv_lr_factor: float, warmup: int, rank_weight: float, cache: Path, log=print) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
@@ -96,12 +98,24 @@ def train(dataset: Path, out: Path, seed: int, steps: int, groups: int, per_grou
     config = {"widths": [24, 32, 64, 96, 128], "head": [256, 64], "input_size": [384, 512]}
     module = small.build(**config)
     params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, *crop, 3), jnp.float32))["params"]
+    rng = np.random.default_rng([seed, 7])
+    init_pixels, _ = sample_batch(images, labels, rng, 16, 4, crop)
+    params = small.standardise_from_data(module, params, jnp.asarray(init_pixels, jnp.float32))
     warmup = min(warmup, steps // 2)
     schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, end_value=lr * 0.01)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+    # Convolutions learn at a lower rate than the head: the head reads standardised pooled statistics
+    # whose meaning drifts when the convolutions move fast.
+    groups_of = {k: ("conv" if k.startswith("conv") else "head") for k in params}
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.multi_transform(
+            {"conv": optax.adamw(lambda i: conv_lr_factor * schedule(i), weight_decay=1e-4),
+             "head": optax.adamw(schedule, weight_decay=1e-4)},
+            groups_of,
+        ),
+    )
     opt_state = optimizer.init(params)
     step = make_train_step(module, optimizer, groups, per_group, rank_weight)
-    rng = np.random.default_rng([seed, 7])
     t0 = time.time()
     history = []
     for i in range(steps):
@@ -125,7 +139,7 @@ def train(dataset: Path, out: Path, seed: int, steps: int, groups: int, per_grou
         "description": "qcamo-small: compact no-reference quality model trained in qcamo_jax (NOT KonCept512)",
         "training_command": "python -m qcamo_jax.training.train_default --out " + str(out) + f" --seed {seed}",
         "training": json.dumps({"seed": seed, "steps": steps, "groups": groups, "per_group": per_group,
-                                "crop": list(crop), "lr": lr, "warmup": warmup, "rank_weight": rank_weight,
+                                "crop": list(crop), "lr": lr, "conv_lr_factor": conv_lr_factor, "warmup": warmup, "rank_weight": rank_weight,
                                 "train_time_s": round(train_time, 1), "n_views": int(images.shape[0]),
                                 "n_versions": int(images.shape[1]), "debian_packages": meta["debian_packages"],
                                 "labels": calibration}),
@@ -149,6 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--per-group", type=int, default=DEFAULTS["per_group"], help="versions of each view per batch")
     p.add_argument("--crop", type=int, nargs=2, default=DEFAULTS["crop"], metavar=("H", "W"))
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--conv-lr-factor", type=float, default=DEFAULTS["conv_lr_factor"])
     p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     p.add_argument("--rank-weight", type=float, default=DEFAULTS["rank_weight"])
     p.add_argument("--log", help="also write the training log (JSON lines) here")
@@ -161,7 +176,7 @@ def main(argv=None) -> int:
 
     dataset = data.prepare(args.cache, args.seed, log=log)
     train(dataset, Path(args.out), args.seed, args.steps, args.groups, args.per_group, tuple(args.crop), args.lr,
-          args.warmup, args.rank_weight, Path(args.cache), log=log)
+          args.conv_lr_factor, args.warmup, args.rank_weight, Path(args.cache), log=log)
     if args.log:
         from qcamo_jax.fileio import atomic_write
 
