@@ -7,6 +7,7 @@ centre-cropped, like the MediaEval 2020 test set was prepared.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 from PIL import Image
@@ -17,17 +18,19 @@ PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
 
 @functools.lru_cache(maxsize=None)
 def _raw(name: str) -> np.ndarray:
+    """Read skimage's bundled file directly: its loaders may go through pooch, which can stall offline."""
     import skimage.data
 
-    if name == "motorcycle_left":  # skimage ships it as the left image of a stereo pair
-        arr = skimage.data.stereo_motorcycle()[0]
-    elif hasattr(skimage.data, name):
-        arr = getattr(skimage.data, name)()
+    folder = os.path.dirname(skimage.data.__file__)
+    for ext in (".png", ".jpg"):
+        path = os.path.join(folder, name + ext)
+        if os.path.isfile(path):
+            break
     else:
-        raise KeyError(name)
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, -1)
-    return np.ascontiguousarray(arr[..., :3].astype(np.uint8))
+        raise KeyError(f"{name!r} is not bundled with scikit-image")
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(arr)
 
 
 def photo(name: str, size: tuple[int, int] | None = None) -> np.ndarray:
