@@ -1,6 +1,5 @@
 """The paper's budget search: accuracy against closed-form optima, one trace per shape, KonCept512."""
 
-import functools
 import os
 
 import chex

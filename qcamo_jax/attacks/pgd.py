@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from qcamo_jax.attacks import projections, steps
 from qcamo_jax.attacks.config import AttackResult, PGDConfig
