@@ -17,6 +17,7 @@ import functools
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -33,9 +34,26 @@ ARCHITECTURES: dict[str, str] = {
     "qcamo-small": "qcamo_jax.models.small:build",
 }
 
-#: Where the embedded default model lives (top-level ``weights/`` of the repository).
-WEIGHTS_DIR = Path(os.environ.get("QCAMO_WEIGHTS_DIR", Path(__file__).resolve().parents[2] / "weights"))
 DEFAULT_WEIGHTS = "default.safetensors"
+
+
+def _weights_dir() -> Path:
+    """Where the embedded default model lives.
+
+    ``$QCAMO_WEIGHTS_DIR`` if set; else the repository's top-level ``weights/`` (source checkout or
+    editable install); else ``<prefix>/share/qcamo_jax/weights``, where a regular (wheel) install puts
+    it (pyproject ``data-files``).
+    """
+    if "QCAMO_WEIGHTS_DIR" in os.environ:
+        return Path(os.environ["QCAMO_WEIGHTS_DIR"])
+    repo = Path(__file__).resolve().parents[2] / "weights"
+    if (repo / DEFAULT_WEIGHTS).is_file():
+        return repo
+    return Path(sys.prefix) / "share" / "qcamo_jax" / "weights"
+
+
+#: Folder of the embedded default model (see :func:`_weights_dir`).
+WEIGHTS_DIR = _weights_dir()
 
 
 @dataclasses.dataclass(frozen=True)
