@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -504,7 +504,6 @@ def run(
     min_h, min_w = (int(s) for s in model.min_size)
 
     bar = _progress_bar(len(items), progress)
-    done_since_write = 0
 
     def refuse(it, reason):
         rec = empty_record(it.path, settings)
@@ -713,7 +712,11 @@ class AttackEngine:
         method, config = attack_config(settings)
         transform = None
         if settings.method == "jpeg-pgd":
-            transform = _jpeg_transform(settings.quality)
+            from qcamo_jax.quantize.dct import DCTConfig
+            from qcamo_jax.quantize.jpeg_aware import jpeg_transform
+
+            # the differentiable round trip of the reference re-encoder (ImageMagick-like)
+            transform = jpeg_transform(DCTConfig.for_imagemagick(settings.quality))
         attack = api.attack_fn(model.score_one, method, config, transform)
         quantizer = _quantizer(model, settings)
         self.identity = f"{method}:{config!r}:{settings.quantize}:{settings.quality}"
@@ -750,17 +753,6 @@ class AttackEngine:
         return [Encoded(data, {k: v[i] for k, v in extras.items()}) for i, data in enumerate(files)]
 
 
-def _jpeg_transform(quality: int):
-    """Differentiable JPEG round trip ``image float [H, W, 3] -> image`` as the reference encoder does it
-    (ImageMagick at quality <= 90: IFAST DCT, 4:4:4); straight-through rounding (:mod:`qcamo_jax.jpeg.diff`)."""
-    import functools
-
-    from qcamo_jax.jpeg import diff
-
-    return functools.partial(diff.jpeg_roundtrip, quality=int(quality), dct_method="ifast" if quality <= 90 else "islow",
-                             subsampling="444")
-
-
 def _quantizer(model, settings: Settings):
     """``q(variables, originals uint8 [B,H,W,3], adversarial float [B,H,W,3], targets [B]) -> output pytree``.
 
@@ -779,8 +771,8 @@ def _quantizer(model, settings: Settings):
         return lambda v, o, a, t: quantize_spatial(model.score_one, v, o, a, t, SpatialConfig(margin=margin))[0]
     from qcamo_jax.quantize.dct import DCTConfig, quantize_dct
 
-    config = DCTConfig(quality=int(settings.quality), dct_method="ifast" if settings.quality <= 90 else "islow",
-                       subsampling="444", max_steps=int(dict(settings.attack_options).get("max_steps", 1)), margin=margin)
+    config = DCTConfig.for_imagemagick(settings.quality, max_steps=int(dict(settings.attack_options).get("max_steps", 1)),
+                                       margin=margin)
     return lambda v, o, a, t: quantize_dct(model.score_one, v, o, a, t, config)[0]
 
 

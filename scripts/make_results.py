@@ -98,8 +98,8 @@ def main(argv=None) -> int:
 
     search = SearchConfig(pgd=PGDConfig(steps=args.steps, margin=args.margin), bisection_steps=args.search_steps)
     attack_plain = jax.jit(api.attack_fn(model.score_one, "search", search))
-    dcfg = qdct.DCTConfig(quality=args.quality, dct_method="ifast" if args.quality <= 90 else "islow", margin=args.margin,
-                           candidates=args.candidates, max_steps=args.max_steps)
+    dcfg = qdct.DCTConfig.for_imagemagick(args.quality, margin=args.margin, candidates=args.candidates,
+                                          max_steps=args.max_steps)
     scfg = spatial.SpatialConfig(margin=args.margin)
     q_spatial = jax.jit(lambda v, o, a, t: spatial.quantize_spatial(model.score_one, v, o, a, t, scfg))
     q_dct = jax.jit(lambda v, o, a, t: qdct.quantize_dct(model.score_one, v, o, a, t, dcfg))

@@ -8,7 +8,6 @@ model's 384x512 input size: 96 forward passes of a 0.7-GFLOP model.
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp

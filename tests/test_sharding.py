@@ -231,7 +231,6 @@ def _koncept_problem(n_images: int):
     """Tiny KonCept512 (random weights) attacked by the paper's search (PGD + budget bisection), with a
     random start drawn from per-image keys, as the pipeline runs it."""
     import jax
-    import jax.numpy as jnp
 
     import photos
     from qcamo_jax import attacks

@@ -32,7 +32,6 @@ Sizes other than 384x512 (what the original models do when fed such an image):
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import flax.linen as nn
 import jax
