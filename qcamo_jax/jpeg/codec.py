@@ -177,8 +177,12 @@ def _pad_edge(plane, rows: int, cols: int):
     return jnp.pad(plane, ((0, rows - h), (0, cols - w)), mode="edge")
 
 
-def _sample_planes_int(ycc, subsampling: str):
-    """int32 YCbCr ``[H, W, 3]`` -> three padded int32 sample planes ``[8 hb, 8 wb]`` (libjpeg jcprepct)."""
+def _sample_planes(ycc, subsampling: str, downsample_420):
+    """YCbCr ``[H, W, 3]`` -> three edge-padded sample planes ``[8 hb, 8 wb]`` (libjpeg jcprepct).
+
+    ``downsample_420`` is :func:`color.downsample_420_int` for the exact integer path (libjpeg's box
+    average with alternating bias) or :func:`color.downsample_420` for the float, differentiable one.
+    """
     h, w, _ = ycc.shape
     (hb, wb), (hc, wc) = block_grid(h, w, subsampling)
     y = _pad_edge(ycc[..., 0], 8 * hb, 8 * wb)
@@ -187,21 +191,7 @@ def _sample_planes_int(ycc, subsampling: str):
     out = [y]
     for k in (1, 2):
         full = _pad_edge(ycc[..., k], h + h % 2, 16 * wc)
-        out.append(_pad_edge(color.downsample_420_int(full), 8 * hc, 8 * wc))
-    return out
-
-
-def _sample_planes_float(ycc, subsampling: str):
-    """Float counterpart of :func:`_sample_planes_int` (box average without bias or rounding)."""
-    h, w, _ = ycc.shape
-    (hb, wb), (hc, wc) = block_grid(h, w, subsampling)
-    y = _pad_edge(ycc[..., 0], 8 * hb, 8 * wb)
-    if subsampling == "444":
-        return [y] + [_pad_edge(ycc[..., k], 8 * hb, 8 * wb) for k in (1, 2)]
-    out = [y]
-    for k in (1, 2):
-        full = _pad_edge(ycc[..., k], h + h % 2, 16 * wc)
-        out.append(_pad_edge(color.downsample_420(full), 8 * hc, 8 * wc))
+        out.append(_pad_edge(downsample_420(full), 8 * hc, 8 * wc))
     return out
 
 
@@ -241,7 +231,7 @@ def forward_dct(image, quality: int | None = None, *, dct_method: str = "islow",
     check_options(dct_method, subsampling)
     image = check_image(image)
     luma, chroma = _resolve_tables(quality, qt_luma, qt_chroma)
-    planes = _sample_planes_int(color.rgb_to_ycc_int(image), subsampling)
+    planes = _sample_planes(color.rgb_to_ycc_int(image), subsampling, color.downsample_420_int)
     ratios, steps = [], []
     for t, qt in zip(_fdct_planes(planes, dct_method), (luma, chroma, chroma)):
         ratio, step = _ratio_and_step(t, qt, dct_method)
@@ -355,7 +345,7 @@ def encode(image, quality: int | None = None, *, dct_method: str = "islow", subs
     check_options(dct_method, subsampling)
     image = check_image(image)
     luma, chroma = _resolve_tables(quality, qt_luma, qt_chroma)
-    planes = _sample_planes_int(color.rgb_to_ycc_int(image), subsampling)
+    planes = _sample_planes(color.rgb_to_ycc_int(image), subsampling, color.downsample_420_int)
     comps = []
     for t, qt in zip(_fdct_planes(planes, dct_method), (luma, chroma, chroma)):
         if dct_method == "islow":
@@ -451,7 +441,7 @@ def forward_dct_float(image, *, subsampling: str = "444"):
     :func:`encode`. Divide by a quantization step to compare with :class:`ForwardDCT` ratios.
     """
     check_options("islow", subsampling)
-    planes = _sample_planes_float(color.rgb_to_ycc(image), subsampling)
+    planes = _sample_planes(color.rgb_to_ycc(image), subsampling, color.downsample_420)
     return tuple(dct.dct(dct.blockify(p - 128.0)) for p in planes)
 
 
