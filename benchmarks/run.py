@@ -189,11 +189,54 @@ def _sync(torch, device):
         torch.cuda.synchronize()
 
 
+def torch_grad_step(model, torch_device: str) -> Callable[[np.ndarray], Any]:
+    """``step(x float32 [B, H, W, 3] pixels) -> d(sum of scores)/dx``, synchronised: PyTorch's (a)."""
+    import torch
+
+    def step(x):
+        xt = torch.as_tensor(x, device=torch_device).requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xt.permute(0, 3, 1, 2) / 127.5 - 1.0).sum(), xt)
+        _sync(torch, torch_device)
+        return g
+
+    return step
+
+
+class Budget:
+    """A wall-clock deadline for the whole run, so a device lease is never overrun.
+
+    Each unit of work (one batch size, one option, one section) asks :meth:`allows` with an estimate
+    before it starts; estimates come from what was measured so far (:meth:`observe`). A skipped unit
+    is reported as skipped, never silently dropped.
+    """
+
+    def __init__(self, seconds: float | None, first_compile_guess_s: float = 60.0):
+        self.deadline = None if seconds is None else time.perf_counter() + seconds
+        self.compile_s = first_compile_guess_s
+        self.per_image_s = None
+
+    def left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.perf_counter()
+
+    def allows(self, estimate_s: float) -> bool:
+        return estimate_s <= self.left()
+
+    def estimate(self, images: int, runs: int, compiles: int = 1) -> float:
+        """Seconds for ``compiles`` compilations plus ``runs`` gradient passes over ``images`` images."""
+        per_image = self.per_image_s if self.per_image_s is not None else 0.05
+        return compiles * self.compile_s + runs * images * per_image
+
+    def observe(self, compile_s: float, images: int, run_s: float, wall_s: float | None = None) -> None:
+        self.compile_s = max(compile_s, 0.5 * self.compile_s)
+        per_image = run_s / max(images, 1)
+        self.per_image_s = per_image if self.per_image_s is None else max(per_image, 0.5 * self.per_image_s)
+
+
 # --------------------------------------------------------------------------------------------------
 # (a) forward + input gradient.
 
 
-def bench_grad(tmodel, jmodel, batches, repeats, size, torch_compile: bool, torch_device: str | None, log) -> dict:
+def bench_grad(tmodel, jmodel, batches, repeats, size, torch_device: str | None, log, budget: "Budget") -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -202,30 +245,19 @@ def bench_grad(tmodel, jmodel, batches, repeats, size, torch_compile: bool, torc
     opts = precision.SpeedOptions()  # float32, full precision: the reference both sides compute
     score = precision.wrap(jmodel.apply, opts)
     grad_fn = jax.jit(jax.value_and_grad(lambda v, x: score(v, x).sum(), argnums=1))
-    tstep = tcomp = None
-    if torch_device is not None:
-        import torch
-
-        tm = tmodel.to(torch_device)
-
-        def make_step(model):
-            def step(x):
-                xt = torch.as_tensor(x, device=torch_device).requires_grad_(True)
-                (g,) = torch.autograd.grad(model(xt.permute(0, 3, 1, 2) / 127.5 - 1.0).sum(), xt)
-                _sync(torch, torch_device)
-                return g
-            return step
-
-        tstep = make_step(tm)
-        if torch_compile:
-            tcomp = make_step(torch.compile(tm))
-    rows = []
+    tstep = torch_grad_step(tmodel, torch_device) if torch_device is not None else None
+    rows, skipped = [], []
     rng = np.random.default_rng(0)
     h, w = size
     peak = gpu_peak(jax.devices()[0].device_kind) if jax.default_backend() == "gpu" else None
     for b in batches:
+        if not budget.allows(budget.estimate(images=b, runs=2 * (repeats + 1))):
+            skipped.append(b)
+            log(f"  grad batch {b}: skipped ({budget.left():.0f}s left of the deadline)")
+            continue
         x = rng.uniform(0, 255, (b, h, w, 3)).astype(np.float32)
         xj = jax.device_put(jnp.asarray(x))
+        t_start = time.perf_counter()
         compiled, compile_s = compile_timed(grad_fn, jmodel.variables, xj)
         jax_s, jax_runs = median_time(lambda: jax.block_until_ready(compiled(jmodel.variables, xj)), repeats)
         flops = xla_flops(compiled)
@@ -247,21 +279,17 @@ def bench_grad(tmodel, jmodel, batches, repeats, size, torch_compile: bool, torc
                 torch.cuda.reset_peak_memory_stats()
                 tstep(xt)
                 row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
-        if tcomp is not None:
-            try:
-                t0 = time.perf_counter()
-                tcomp(x)
-                row["torch_compile_first_call_s"] = time.perf_counter() - t0
-                row["torch_compiled_s"], _ = median_time(lambda: tcomp(x), repeats)
-                row["ratio_vs_compiled"] = row["jax_s"] / row["torch_compiled_s"]
-            except Exception as exc:  # inductor needs a working C++ toolchain (CPU) or triton (GPU)
-                row["torch_compiled_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                tcomp = None
+        budget.observe(compile_s, images=b, run_s=jax_s, wall_s=time.perf_counter() - t_start)
         log(f"  grad batch {b}: jax {jax_s:.3f}s (compile {compile_s:.1f}s), torch {row.get('torch_s', float('nan')):.3f}s")
         rows.append(row)
+    if not rows:
+        return {"unavailable": f"deadline: no batch size fitted in the time left ({budget.left():.0f}s)"}
+    rows.sort(key=lambda r: r["batch"])
     best = max(rows, key=lambda r: r["jax_images_per_s"])
     out = {"what": "forward + d(sum of scores)/d(pixels), one batch; jax_s/torch_s at the largest batch measured",
            "size": [h, w], "by_batch": rows, "best_batch_jax": best["batch"]}
+    if skipped:
+        out["skipped_batches_deadline"] = skipped
     last = rows[-1]
     out.update(batch=last["batch"], jax_s=last["jax_s"], torch_s=last.get("torch_s"), ratio=last.get("ratio"),
                jax_compile_s=last["jax_compile_s"])
@@ -275,35 +303,47 @@ def bench_grad(tmodel, jmodel, batches, repeats, size, torch_compile: bool, torc
 # (b) the full attack.
 
 
-def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_device, log) -> dict:
+def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_device, log, precision_spec: str = "fp32") -> dict:
+    """(b): the paper's attack, JAX (one jitted program) against the PyTorch eager mirror.
+
+    Both sides run the same algorithm (``attack_pgd.torch_search``: constant steps, every try from the
+    original, no refinement, early stop off) on the same weights, so both make ``batch * tries * steps``
+    gradient evaluations. ``precision_spec`` (``fp32`` or ``tf32``) sets the convolution arithmetic of
+    both sides alike.
+    """
     import jax
     import jax.numpy as jnp
 
     from attack_pgd import torch_search
-    from qcamo_jax import attacks
+    from qcamo_jax import attacks, precision
     from qcamo_jax.quantize.dct import DCTConfig, quantize_dct
 
+    opts = precision.SpeedOptions.parse(precision_spec)
+    if opts.dtype != "float32":
+        raise ValueError("the attack comparison runs in float32 (fp32 or tf32)")
     b = images.shape[0]
-    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps, early_stop=False), eps_max=2000.0,
-                               bisection_steps=tries, refine_steps=0)
-    attack = attacks.make_attack(jmodel.score_one, "search", cfg)
+    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps, early_stop=False, schedule="constant"), eps_max=2000.0,
+                               bisection_steps=tries, refine_steps=0, warm_start=False)
+    score_one = precision.wrap(jmodel.score_one, opts)
+    attack = jax.jit(attacks.attack_fn(score_one, "search", cfg))
     dct_cfg = DCTConfig(quality=90, dct_method="ifast", subsampling="444")
-    quant = jax.jit(lambda v, o, a, t: quantize_dct(jmodel.score_one, v, o, a, t, dct_cfg))
+    quant = jax.jit(lambda v, o, a, t: quantize_dct(score_one, v, o, a, t, dct_cfg))
     xj, tj = jnp.asarray(images, jnp.float32), jnp.asarray(targets)
     orig = jnp.asarray(images, jnp.uint8)
     attack_c, attack_compile = compile_timed(attack, jmodel.variables, xj, tj, None)
     adv, res = jax.block_until_ready(attack_c(jmodel.variables, xj, tj, None))
     quant_c, quant_compile = compile_timed(quant, jmodel.variables, orig, adv, tj)
-    log(f"  attack compiled: {attack_compile:.1f}s, quantizer {quant_compile:.1f}s")
+    log(f"  attack ({opts.describe()}) compiled: {attack_compile:.1f}s, quantizer {quant_compile:.1f}s")
     jax_s, jax_runs = median_time(lambda: jax.block_until_ready(attack_c(jmodel.variables, xj, tj, None)), repeats, warmup=0)
     quant_s, _ = median_time(lambda: jax.block_until_ready(quant_c(jmodel.variables, orig, adv, tj)), repeats)
     _, _, qres = quant_c(jmodel.variables, orig, adv, tj)
     out = {"what": "L2 PGD + per-image budget bisection (early stop off), then the DCT quantizer (JAX only)",
-           "batch": b, "size": list(images.shape[1:3]), "steps": steps, "tries": tries, "eps_max": 2000.0,
-           "grad_evals": int(np.asarray(res.iterations).sum()), "jax_s": jax_s, "jax_runs_s": jax_runs,
+           "precision": opts.describe(), "batch": b, "size": list(images.shape[1:3]), "steps": steps, "tries": tries,
+           "eps_max": 2000.0, "grad_evals": int(np.asarray(res.iterations).sum()), "jax_s": jax_s, "jax_runs_s": jax_runs,
            "jax_compile_s": attack_compile, "jax_quantize_s": quant_s, "jax_quantize_compile_s": quant_compile,
            "jax_total_s": jax_s + quant_s, "jax_images_per_s": b / (jax_s + quant_s),
            "jax_memory": xla_memory(attack_c), "jax_quantize_memory": xla_memory(quant_c),
+           "device_peak_bytes": device_peak_bytes(),
            "success_attack_jax": np.asarray(res.success).tolist(),
            "success_after_dct_quantizer_jax": np.asarray(qres.success).tolist(),
            "l2_attack_jax": np.round(np.asarray(res.l2), 2).tolist(), "l2_quantized_jax": np.round(np.asarray(qres.l2), 2).tolist()}
@@ -315,11 +355,19 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
         # torch_search builds its tensors with torch.as_tensor (placed by the device context on a GPU)
         # and returns .numpy(), which needs host tensors: _host_numpy copies them back (and syncs).
         try:
-            with (torch.device(torch_device) if torch_device != "cpu" else contextlib.nullcontext()), _host_numpy(torch):
-                t0 = time.perf_counter()
-                adv_t, budget_t, success_t, grads_t = torch_search(tmodel, images.astype(np.float32), targets, 2000.0, tries, steps)
-                _sync(torch, torch_device)
-                out["torch_s"] = time.perf_counter() - t0
+            with torch_precision(torch, opts.matmul), \
+                    (torch.device(torch_device) if torch_device != "cpu" else contextlib.nullcontext()), _host_numpy(torch):
+                if torch_device != "cpu":  # cuDNN autotuning of these shapes happens here, not in the timed run
+                    torch_search(tmodel, images[:b].astype(np.float32), targets, 2000.0, 1, 1)
+                    _sync(torch, torch_device)
+                runs = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    adv_t, budget_t, success_t, grads_t = torch_search(tmodel, images.astype(np.float32), targets, 2000.0,
+                                                                       tries, steps)
+                    _sync(torch, torch_device)
+                    runs.append(time.perf_counter() - t0)
+            out["torch_s"], out["torch_runs_s"] = statistics.median(runs), runs
             out["torch_grad_evals"] = int(grads_t)
             out["ratio"] = jax_s / out["torch_s"]
             out["torch_images_per_s"] = b / out["torch_s"]
@@ -331,11 +379,45 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
     return out
 
 
+@contextlib.contextmanager
+def torch_precision(torch, matmul: str):
+    """PyTorch's convolution/matmul arithmetic to match a :class:`qcamo_jax.precision.SpeedOptions` ``matmul``."""
+    tf32 = matmul in ("tf32", "default")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+# --------------------------------------------------------------------------------------------------
+# torch.compile: the compiled PyTorch reference for (a), where inductor works.
+
+
+def bench_torch_compile(tmodel, batch, repeats, size, torch_device, log) -> dict:
+    import torch
+
+    h, w = size
+    x = np.random.default_rng(0).uniform(0, 255, (batch, h, w, 3)).astype(np.float32)
+    eager = torch_grad_step(tmodel, torch_device)
+    compiled = torch_grad_step(torch.compile(tmodel), torch_device)
+    t0 = time.perf_counter()
+    compiled(x)
+    first = time.perf_counter() - t0
+    compiled_s, runs = median_time(lambda: compiled(x), repeats)
+    eager_s, _ = median_time(lambda: eager(x), repeats)
+    log(f"  torch.compile batch {batch}: {compiled_s:.3f}s (first call {first:.1f}s), eager {eager_s:.3f}s")
+    return {"what": "forward + input gradient with torch.compile (inductor), same step as (a)", "batch": batch,
+            "torch_compiled_s": compiled_s, "torch_compiled_runs_s": runs, "torch_compile_first_call_s": first,
+            "torch_eager_s": eager_s}
+
+
 # --------------------------------------------------------------------------------------------------
 # Speed options: speed, success rate and distortion.
 
 
-def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, log) -> dict:
+def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, log, budget: Budget) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -344,10 +426,17 @@ def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, 
     cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps), eps_max=2000.0, bisection_steps=tries)
     ref_score = jax.jit(jmodel.apply)
     xb = jnp.asarray(images[:batch], jnp.float32)
-    rows = []
+    rows, skipped = [], []
     peak = gpu_peak(jax.devices()[0].device_kind) if jax.default_backend() == "gpu" else None
+    n = int(images.shape[0])
     for spec in specs:
         opts = precision.SpeedOptions.parse(spec)
+        # Two compilations (gradient, attack); gradient timing, then about tries * steps gradients per image.
+        if not budget.allows(budget.estimate(images=batch * (repeats + 1) + n * tries * steps * repeats, runs=1, compiles=2)):
+            skipped.append(opts.describe())
+            log(f"  option {opts.describe()}: skipped ({budget.left():.0f}s left of the deadline)")
+            continue
+        t_start = time.perf_counter()
         variables = precision.prepare_variables(jmodel.variables, opts)
         score_b = precision.wrap(jmodel.apply, opts)
         grad_fn = jax.jit(jax.value_and_grad(lambda v, x: score_b(v, x).sum(), argnums=1))
@@ -377,14 +466,18 @@ def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, 
             key = {"bfloat16": "bf16"}.get(opts.dtype, {"tf32": "tf32", "bf16": "bf16", "default": "tf32"}.get(opts.matmul, "fp32"))
             row["fraction_of_peak"] = flops / g_s / 1e12 / peak[key]
             row["peak_used"] = key
+        budget.observe(max(gcomp, acomp), images=batch, run_s=g_s, wall_s=time.perf_counter() - t_start)
         log(f"  option {row['option']}: grad {g_s:.3f}s, attack {a_s:.2f}s, success {row['success_rate']:.2f}, L2 {row['mean_l2']:.1f}")
         rows.append(row)
+    if not rows:
+        return {"unavailable": f"deadline: no option fitted in the time left ({budget.left():.0f}s)", "skipped": skipped}
     base = rows[0]
     for r in rows:
         r["grad_speedup_vs_first"] = base["grad_s"] / r["grad_s"]
         r["success_points_vs_first"] = 100.0 * (r["success_rate"] - base["success_rate"])
     return {"what": "speed options (qcamo_jax.precision): gradient pass speed; attack success judged by the float32 model",
-            "images": int(images.shape[0]), "size": list(images.shape[1:3]), "steps": steps, "tries": tries, "rows": rows}
+            "images": n, "size": list(images.shape[1:3]), "steps": steps, "tries": tries, "rows": rows,
+            "skipped_deadline": skipped}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,16 +495,19 @@ def table(report: dict) -> str:
     g = report.get("grad")
     if isinstance(g, dict) and "by_batch" in g:
         lines += ["", f"(a) forward + input gradient, {g['size'][0]}x{g['size'][1]}",
-                  "batch  jax_s    torch_s  ratio  compiled_s  jax_img/s  jax_compile_s  MiB/img  TFLOP/s"]
+                  "batch  jax_s    torch_s  ratio  jax_img/s  jax_compile_s  MiB/img  TFLOP/s"]
         for r in g["by_batch"]:
             lines.append(f"{r['batch']:>5}  {_fmt(r['jax_s'])}  {_fmt(r.get('torch_s'))}  {_fmt(r.get('ratio'), '.2f'):>5}  "
-                         f"{_fmt(r.get('torch_compiled_s')):>10}  {r['jax_images_per_s']:9.2f}  {r['jax_compile_s']:13.1f}  "
+                         f"{r['jax_images_per_s']:9.2f}  {r['jax_compile_s']:13.1f}  "
                          f"{_fmt(r.get('jax_memory_per_image_mib'), '.0f'):>7}  {_fmt(r.get('jax_tflops_per_s'), '.3f')}")
         if g.get("best_fraction_of_peak_fp32") is not None:
             lines.append(f"best fraction of fp32 peak: {g['best_fraction_of_peak_fp32']:.1%}")
-    a = report.get("attack")
-    if isinstance(a, dict) and "jax_s" in a:
-        lines += ["", f"(b) attack: batch {a['batch']}, {a['size'][0]}x{a['size'][1]}, {a['tries']} tries x {a['steps']} steps",
+    for key in ("attack", "attack-tf32"):
+        a = report.get(key)
+        if not (isinstance(a, dict) and "jax_s" in a and a["jax_s"] is not None):
+            continue
+        lines += ["", f"(b) attack ({a.get('precision', 'fp32')}): batch {a['batch']}, {a['size'][0]}x{a['size'][1]}, "
+                      f"{a['tries']} tries x {a['steps']} steps",
                   f"  PGD+bisection  jax {a['jax_s']:.2f}s  torch {_fmt(a.get('torch_s'), '.2f')}s  ratio {_fmt(a.get('ratio'), '.2f')}",
                   f"  + DCT quantizer (jax) {a['jax_quantize_s']:.2f}s -> {a['jax_images_per_s']:.3f} images/s "
                   f"(torch PGD+bisection only: {_fmt(a.get('torch_images_per_s'), '.3f')} images/s)",
@@ -419,6 +515,10 @@ def table(report: dict) -> str:
                   f"memory {_fmt(a.get('jax_memory_per_image_mib'), '.0f')} MiB/image"]
         if a.get("torch_error"):
             lines.append(f"  torch: {a['torch_error']}")
+    c = report.get("compile")
+    if isinstance(c, dict) and "torch_compiled_s" in c:
+        lines += ["", f"torch.compile, batch {c['batch']}: {c['torch_compiled_s']:.3f}s (eager {c['torch_eager_s']:.3f}s, "
+                      f"first call {c['torch_compile_first_call_s']:.1f}s)"]
     o = report.get("options")
     if isinstance(o, dict) and "rows" in o:
         lines += ["", f"speed options ({o['images']} images {o['size'][0]}x{o['size'][1]}, model {report['settings']['options_model']})",
@@ -427,7 +527,7 @@ def table(report: dict) -> str:
             mem = r["grad_memory"]["total"] / 2**20 if r.get("grad_memory") else None
             lines.append(f"{r['option']:<17}  {r['grad_s']:6.3f}  {r['grad_speedup_vs_first']:7.2f}  {r['attack_s']:8.2f}  "
                          f"{r['success_rate']:7.2f}  {r['success_points_vs_first']:+8.1f}  {r['mean_l2']:7.1f}  {_fmt(mem, '.0f'):>8}")
-    for key in ("grad", "attack", "options"):
+    for key in ("grad", "attack", "attack-tf32", "options", "compile"):
         if isinstance(report.get(key), dict) and "unavailable" in report[key]:
             lines.append(f"{key}: unavailable - {report[key]['unavailable']}")
     return "\n".join(lines)
@@ -436,9 +536,11 @@ def table(report: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="reduced sizes/iterations for a CPU (see QUICK)")
-    p.add_argument("--json", default=None, help="write the report here (atomically)")
-    p.add_argument("--only", default="grad,attack,options", help="comma list of sections: grad, attack, options")
-    p.add_argument("--batches", type=int, nargs="+", default=None, help="(a) batch sizes")
+    p.add_argument("--json", default=None, help="write the report here (atomically, after every section)")
+    p.add_argument("--only", default=None,
+                   help="comma list of sections, run in this order: grad, attack, attack-tf32, options, compile "
+                        "(default: grad,attack,options, plus compile without --quick)")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="(a) batch sizes, measured in this order")
     p.add_argument("--attack-batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="PGD steps per bisection try (paper setting: 10)")
     p.add_argument("--tries", type=int, default=None, help="bisection tries (paper: 7)")
@@ -446,27 +548,48 @@ def main(argv=None) -> int:
     p.add_argument("--options", default="fp32,tf32,bf16,remat,donate", help="speed options to compare (first = reference)")
     p.add_argument("--options-model", choices=("full", "tiny"), default=None,
                    help="model for the options section (tiny: the tiny KonCept512, random weights)")
+    p.add_argument("--options-images", type=int, default=None, help="images attacked per speed option")
+    p.add_argument("--option-batch", type=int, default=None, help="batch of the options' gradient timing")
+    p.add_argument("--compile-batch", type=int, default=None, help="batch of the torch.compile section (default: largest of --batches)")
+    p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="skip (and report as skipped) any unit of work that would end later than this after start")
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
-                   help="also time torch.compile in (a); auto = on unless --quick")
     p.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads (default: all cores)")
     args = p.parse_args(argv)
 
+    budget = Budget(args.deadline)
     settings = dict(QUICK if args.quick else FULL)
-    for k in ("batches", "attack_batch", "steps", "tries", "repeats", "options_model"):
+    for k in ("batches", "attack_batch", "steps", "tries", "repeats", "options_model", "options_images", "option_batch"):
         if getattr(args, k) is not None:
             settings[k] = getattr(args, k)
-    sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    torch_compile = args.torch_compile == "on" or (args.torch_compile == "auto" and not args.quick)
+    only = args.only or ("grad,attack,options" if args.quick else "grad,attack,options,compile")
+    sections = [s.strip() for s in only.split(",") if s.strip()]
+    unknown = set(sections) - {"grad", "attack", "attack-tf32", "options", "compile"}
+    if unknown:
+        p.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
     import jax
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     report: dict[str, Any] = {"benchmark": "qcamo_jax speed suite (benchmarks/run.py)", "command": " ".join(sys.argv),
-                              "device": device_info(), "settings": settings, "size": [384, 512]}
+                              "device": device_info(), "settings": settings, "size": [384, 512], "deadline_s": args.deadline}
     if args.quick:
         report["reductions"] = {k: (QUICK[k], FULL[k]) for k in QUICK if QUICK[k] != FULL[k]}
     report["device_name"] = report["device"]["name"]
+
+    def save():
+        for key in ("grad", "attack"):  # the contract: jax_s, torch_s, ratio under each key
+            if isinstance(report.get(key), dict):
+                report[key].setdefault("jax_s", None)
+                report[key].setdefault("torch_s", None)
+                report[key].setdefault("ratio", None)
+        report["device"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+        if args.json:
+            from qcamo_jax.fileio import atomic_write
+
+            with atomic_write(args.json, "w") as f:
+                f.write(json.dumps(report, indent=1, default=float) + "\n")
+
     on_gpu = jax.default_backend() == "gpu"
     torch_device = None
     if not args.no_torch:
@@ -484,38 +607,48 @@ def main(argv=None) -> int:
     calib = photos((384, 512), 4)
     try:
         tmodel, jmodel = build_models(calib, seed=0)
+        if torch_device is not None:
+            tmodel = tmodel.to(torch_device)
     except Exception as exc:
         log(traceback.format_exc())
         report["error"] = f"could not build the models: {type(exc).__name__}: {exc}"
         tmodel = jmodel = None
     report["setup_s"] = time.perf_counter() - t0
+    save()
 
-    def section(name, fn):
-        if name not in sections:
-            return
-        log(f"[{name}]")
+    def section(name, fn, estimate: Callable[[], float] = lambda: 0.0):
+        log(f"[{name}] ({budget.left():.0f}s left)" if args.deadline else f"[{name}]")
         if jmodel is None:
             report[name] = {"unavailable": report["error"]}
-            return
-        try:
-            report[name] = fn()
-        except Exception as exc:  # a missing piece of the project or a backend limit: say so, keep going
-            log(traceback.format_exc())
-            report[name] = {"unavailable": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+        elif not budget.allows(estimate()):
+            report[name] = {"unavailable": f"deadline: skipped with {budget.left():.0f}s left (needed ~{estimate():.0f}s)"}
+        else:
+            try:
+                report[name] = fn()
+            except Exception as exc:  # a missing piece of the project or a backend limit: say so, keep going
+                log(traceback.format_exc())
+                report[name] = {"unavailable": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+        save()
 
-    section("grad", lambda: bench_grad(tmodel, jmodel, settings["batches"], settings["repeats"], (384, 512), torch_compile,
-                                       torch_device, log))
+    runners: dict[str, tuple[Callable[[], dict], Callable[[], float]]] = {}
+    runners["grad"] = (lambda: bench_grad(tmodel, jmodel, settings["batches"], settings["repeats"], (384, 512),
+                                       torch_device, log, budget), lambda: 0.0)
 
-    def attack():
+    attack_images = settings["attack_batch"] * settings["tries"] * settings["steps"]
+
+    def attack(precision_spec):
         import jax.numpy as jnp
 
         x = photos((384, 512), settings["attack_batch"]).astype(np.float32)
         clean = np.asarray(jax.jit(jmodel.apply)(jmodel.variables, jnp.asarray(x)))
         targets = (clean - 10.0).astype(np.float32)  # ten points below each image's own score
         return bench_attack(tmodel, jmodel, x, targets, settings["steps"], settings["tries"],
-                            max(1, settings["repeats"] - 1), torch_device, log)
+                            max(1, settings["repeats"] - 2), torch_device, log, precision_spec)
 
-    section("attack", attack)
+    # attack + quantizer + clean scores compiled; (repeats - 2) timed runs a side, one warm-up.
+    attack_estimate = lambda: budget.estimate(images=attack_images, runs=2 * max(1, settings["repeats"] - 2) + 1, compiles=3)
+    runners["attack"] = (lambda: attack("fp32"), attack_estimate)
+    runners["attack-tf32"] = (lambda: attack("tf32"), attack_estimate)
 
     def options():
         import jax.numpy as jnp
@@ -535,22 +668,21 @@ def main(argv=None) -> int:
         # The tiny model runs in milliseconds: more repeats to get above the timer noise.
         repeats = settings["repeats"] if settings["options_model"] == "full" else max(7, settings["repeats"])
         return bench_options(model, x, targets, specs, min(settings["option_batch"], len(x)), settings["steps"],
-                             settings["tries"], repeats, log)
+                             settings["tries"], repeats, log, budget)
 
-    section("options", options)
-    report["device"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    for key in ("grad", "attack"):  # the contract: jax_s, torch_s, ratio under each key
-        if isinstance(report.get(key), dict):
-            report[key].setdefault("jax_s", None)
-            report[key].setdefault("torch_s", None)
-            report[key].setdefault("ratio", None)
-    text = json.dumps(report, indent=1, default=float)
+    runners["options"] = (options, lambda: 0.0)  # budgeted option by option inside
+
+    def torch_compile():
+        if torch_device is None:
+            return {"unavailable": "PyTorch is not available"}
+        batch = args.compile_batch or max(settings["batches"])
+        return bench_torch_compile(tmodel, batch, settings["repeats"], (384, 512), torch_device, log)
+
+    runners["compile"] = (torch_compile, lambda: 120.0)  # inductor's first call takes minutes on a large network
+    for name in sections:
+        section(name, *runners[name])
     print(table(report))
     if args.json:
-        from qcamo_jax.fileio import atomic_write
-
-        with atomic_write(args.json, "w") as f:
-            f.write(text + "\n")
         log(f"wrote {args.json}")
     return 0
 
