@@ -6,6 +6,7 @@
 #   the device image) into .gpu_site/ and keeps that folder out of git.
 # Then on the device:
 #   run(command="bash benchmarks/gpu_run.sh 450", carry=[".gpu_site"], timeout_s=560)
+#   run(command="bash benchmarks/gpu_run.sh 400 --only options,grad,compile --batches 64 32", ...)
 # The argument is run.py's --deadline in seconds: every unit of work (a batch size, a speed option, a
 # section) that would end later is skipped and reported as skipped, and the JSON is rewritten after
 # every section, so a lease that ends early still returns what was measured. Writes
@@ -22,6 +23,7 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 deadline=${1:-450}
+shift || true  # further arguments go to run.py after the defaults below, and override them
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/.gpu_site:$PWD:${PYTHONPATH:-}"
 # JAX and PyTorch share the GPU in one process: JAX preallocates this fraction, PyTorch gets the rest.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
@@ -43,5 +45,5 @@ PY
 python3 benchmarks/run.py --json "$out/results-gpu.json" --deadline "$deadline" \
   --only grad,attack,options,attack-tf32,compile --batches 8 32 64 1 \
   --attack-batch 8 --steps 10 --tries 7 --repeats 5 \
-  --options fp32,tf32,bf16,remat --options-images 32 --option-batch 32 --compile-batch 32 \
+  --options fp32,tf32,bf16,remat --options-images 32 --option-batch 32 --compile-batch 32 "$@" \
   2>&1 | tee "$out/run-gpu.log"

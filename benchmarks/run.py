@@ -86,10 +86,33 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[f
 
 
 def compile_timed(jitted, *args, **kwargs):
-    """``(compiled, seconds)``: lowering + XLA compilation of ``jitted`` for these arguments."""
+    """``(compiled, seconds)``: lowering + XLA compilation of ``jitted`` for these arguments.
+
+    ``compiled.hlo_flops`` is the FLOP count of the program as lowered, before the backend rewrites it
+    (see :func:`hlo_flops`).
+    """
     t0 = time.perf_counter()
-    compiled = jitted.lower(*args, **kwargs).compile()
-    return compiled, time.perf_counter() - t0
+    lowered = jitted.lower(*args, **kwargs)
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - t0
+    compiled.hlo_flops = hlo_flops(lowered)
+    return compiled, seconds
+
+
+def hlo_flops(lowered) -> float | None:
+    """FLOPs of a lowered (not yet compiled) program from XLA's HLO cost analysis.
+
+    Counted before the backend rewrites: on a GPU the compiled program's own cost analysis misses the
+    convolutions, which become cuDNN custom calls (it reported 0.74 GFLOP for a batch-1 KonCept512
+    gradient on an H200 against 119 GFLOP here), so rates must use this count.
+    """
+    try:
+        cost = lowered.cost_analysis()
+    except Exception:
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def xla_memory(compiled) -> dict[str, int] | None:
@@ -106,6 +129,7 @@ def xla_memory(compiled) -> dict[str, int] | None:
 
 
 def xla_flops(compiled) -> float | None:
+    """FLOPs from the *compiled* program's cost analysis (misses cuDNN convolutions on a GPU; see :func:`hlo_flops`)."""
     try:
         cost = compiled.cost_analysis()
     except Exception:
@@ -213,7 +237,7 @@ class Budget:
     def __init__(self, seconds: float | None, first_compile_guess_s: float = 60.0):
         self.deadline = None if seconds is None else time.perf_counter() + seconds
         self.compile_s = first_compile_guess_s
-        self.per_image_s = None
+        self.per_image_by_batch: dict[int, float] = {}
 
     def left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.perf_counter()
@@ -221,15 +245,21 @@ class Budget:
     def allows(self, estimate_s: float) -> bool:
         return estimate_s <= self.left()
 
-    def estimate(self, images: int, runs: int, compiles: int = 1) -> float:
-        """Seconds for ``compiles`` compilations plus ``runs`` gradient passes over ``images`` images."""
-        per_image = self.per_image_s if self.per_image_s is not None else 0.05
+    def estimate(self, images: int, runs: int, compiles: int = 1, batch: int | None = None) -> float:
+        """Seconds for ``compiles`` compilations plus ``runs`` passes over ``images`` images in batches of ``batch``.
+
+        The per-image gradient time is the one measured at the nearest batch size (0.05 s before any).
+        """
+        per_image = 0.05
+        if self.per_image_by_batch:
+            near = min(self.per_image_by_batch, key=lambda b: abs(b - (batch or images)))
+            per_image = self.per_image_by_batch[near]
         return compiles * self.compile_s + runs * images * per_image
 
-    def observe(self, compile_s: float, images: int, run_s: float, wall_s: float | None = None) -> None:
+    def observe(self, compile_s: float, images: int, run_s: float) -> None:
+        """Record one measured compilation and one gradient pass over a batch of ``images``."""
         self.compile_s = max(compile_s, 0.5 * self.compile_s)
-        per_image = run_s / max(images, 1)
-        self.per_image_s = per_image if self.per_image_s is None else max(per_image, 0.5 * self.per_image_s)
+        self.per_image_by_batch[images] = run_s / max(images, 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,12 +287,11 @@ def bench_grad(tmodel, jmodel, batches, repeats, size, torch_device: str | None,
             continue
         x = rng.uniform(0, 255, (b, h, w, 3)).astype(np.float32)
         xj = jax.device_put(jnp.asarray(x))
-        t_start = time.perf_counter()
         compiled, compile_s = compile_timed(grad_fn, jmodel.variables, xj)
         jax_s, jax_runs = median_time(lambda: jax.block_until_ready(compiled(jmodel.variables, xj)), repeats)
-        flops = xla_flops(compiled)
+        flops = compiled.hlo_flops
         row = {"batch": b, "jax_s": jax_s, "jax_runs_s": jax_runs, "jax_compile_s": compile_s,
-               "jax_images_per_s": b / jax_s, "flops": flops,
+               "jax_images_per_s": b / jax_s, "flops": flops, "flops_compiled_cost_analysis": xla_flops(compiled),
                "jax_tflops_per_s": flops / jax_s / 1e12 if flops else None,
                "jax_memory": xla_memory(compiled), "device_peak_bytes": device_peak_bytes()}
         if row["jax_memory"]:
@@ -279,7 +308,7 @@ def bench_grad(tmodel, jmodel, batches, repeats, size, torch_device: str | None,
                 torch.cuda.reset_peak_memory_stats()
                 tstep(xt)
                 row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
-        budget.observe(compile_s, images=b, run_s=jax_s, wall_s=time.perf_counter() - t_start)
+        budget.observe(compile_s, images=b, run_s=jax_s)
         log(f"  grad batch {b}: jax {jax_s:.3f}s (compile {compile_s:.1f}s), torch {row.get('torch_s', float('nan')):.3f}s")
         rows.append(row)
     if not rows:
@@ -425,18 +454,21 @@ def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, 
 
     cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps), eps_max=2000.0, bisection_steps=tries)
     ref_score = jax.jit(jmodel.apply)
-    xb = jnp.asarray(images[:batch], jnp.float32)
+    # The gradient timing batch may exceed the attacked images: tile them.
+    xb = jnp.asarray(np.resize(images, (batch,) + images.shape[1:]), jnp.float32)
+    # Attack timing: one warm-up, then timed runs (fewer on an accelerator, where they vary little).
+    attack_runs = max(1, repeats - 1) if jax.default_backend() == "cpu" else 2
     rows, skipped = [], []
     peak = gpu_peak(jax.devices()[0].device_kind) if jax.default_backend() == "gpu" else None
     n = int(images.shape[0])
     for spec in specs:
         opts = precision.SpeedOptions.parse(spec)
         # Two compilations (gradient, attack); gradient timing, then about tries * steps gradients per image.
-        if not budget.allows(budget.estimate(images=batch * (repeats + 1) + n * tries * steps * repeats, runs=1, compiles=2)):
+        if not budget.allows(budget.estimate(images=batch * (repeats + 1) + n * tries * steps * attack_runs, runs=1,
+                                             compiles=2, batch=batch)):
             skipped.append(opts.describe())
             log(f"  option {opts.describe()}: skipped ({budget.left():.0f}s left of the deadline)")
             continue
-        t_start = time.perf_counter()
         variables = precision.prepare_variables(jmodel.variables, opts)
         score_b = precision.wrap(jmodel.apply, opts)
         grad_fn = jax.jit(jax.value_and_grad(lambda v, x: score_b(v, x).sum(), argnums=1))
@@ -451,12 +483,12 @@ def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, 
             x = jnp.array(images, jnp.float32)  # a fresh buffer: donation may consume it
             return jax.block_until_ready(ac(variables, x, jnp.asarray(targets), None))
 
-        a_s, _ = median_time(attack_once, max(1, repeats - 1))
+        a_s, _ = median_time(attack_once, attack_runs)
         adv, res = attack_once()
         true = np.asarray(ref_score(jmodel.variables, adv))  # judged by the float32 model
         success = true < targets
         l2 = np.sqrt(np.sum((np.asarray(adv) - images) ** 2, axis=(1, 2, 3)))
-        flops = xla_flops(gc)
+        flops = gc.hlo_flops
         row = {"option": opts.describe(), "grad_s": g_s, "grad_compile_s": gcomp, "grad_batch": batch,
                "grad_memory": xla_memory(gc), "attack_s": a_s, "attack_compile_s": acomp, "attack_memory": xla_memory(ac),
                "success_rate": float(success.mean()), "success_as_seen_by_attack": float(np.asarray(res.success).mean()),
@@ -466,7 +498,7 @@ def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, 
             key = {"bfloat16": "bf16"}.get(opts.dtype, {"tf32": "tf32", "bf16": "bf16", "default": "tf32"}.get(opts.matmul, "fp32"))
             row["fraction_of_peak"] = flops / g_s / 1e12 / peak[key]
             row["peak_used"] = key
-        budget.observe(max(gcomp, acomp), images=batch, run_s=g_s, wall_s=time.perf_counter() - t_start)
+        budget.observe(max(gcomp, acomp), images=batch, run_s=g_s)
         log(f"  option {row['option']}: grad {g_s:.3f}s, attack {a_s:.2f}s, success {row['success_rate']:.2f}, L2 {row['mean_l2']:.1f}")
         rows.append(row)
     if not rows:
@@ -667,7 +699,7 @@ def main(argv=None) -> int:
         targets = (clean - drop).astype(np.float32)
         # The tiny model runs in milliseconds: more repeats to get above the timer noise.
         repeats = settings["repeats"] if settings["options_model"] == "full" else max(7, settings["repeats"])
-        return bench_options(model, x, targets, specs, min(settings["option_batch"], len(x)), settings["steps"],
+        return bench_options(model, x, targets, specs, settings["option_batch"], settings["steps"],
                              settings["tries"], repeats, log, budget)
 
     runners["options"] = (options, lambda: 0.0)  # budgeted option by option inside

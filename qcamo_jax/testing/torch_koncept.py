@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 
@@ -29,9 +30,15 @@ def _cadene_module():
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the `pretrainedmodels` package (Cadene) is needed for the PyTorch reference")
     path = os.path.join(list(spec.submodule_search_locations)[0], "models", "inceptionresnetv2.py")
-    file_spec = importlib.util.spec_from_file_location("_cadene_inceptionresnetv2", path)
+    name = "_cadene_inceptionresnetv2"
+    if name in sys.modules:
+        return sys.modules[name]
+    file_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(file_spec)
     file_spec.loader.exec_module(module)
+    # Registered so that tools which re-import a class's module by name (torch.compile's dynamo,
+    # pickling) find it.
+    sys.modules[name] = module
     return module
 
 
