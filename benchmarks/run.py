@@ -95,19 +95,20 @@ def compile_timed(jitted, *args, **kwargs):
     lowered = jitted.lower(*args, **kwargs)
     compiled = lowered.compile()
     seconds = time.perf_counter() - t0
-    compiled.hlo_flops = hlo_flops(lowered)
+    compiled.hlo_flops = hlo_flops(jitted, *args, **kwargs)
     return compiled, seconds
 
 
-def hlo_flops(lowered) -> float | None:
-    """FLOPs of a lowered (not yet compiled) program from XLA's HLO cost analysis.
+def hlo_flops(jitted, *args, **kwargs) -> float | None:
+    """FLOPs of ``jitted`` for these arguments: XLA's HLO cost analysis of the program as lowered for the CPU.
 
-    Counted before the backend rewrites: on a GPU the compiled program's own cost analysis misses the
-    convolutions, which become cuDNN custom calls (it reported 0.74 GFLOP for a batch-1 KonCept512
-    gradient on an H200 against 119 GFLOP here), so rates must use this count.
+    Counted on the HLO before any backend rewrites it, so the count is the same whatever the device:
+    the compiled program's own cost analysis misses the convolutions on a GPU (they become cuDNN custom
+    calls: 0.74 GFLOP for a batch-1 KonCept512 gradient on an H200, against 117 GFLOP here), and the
+    GPU-lowered program returned no cost analysis at all (jax 0.11.2). Rates must use this count.
     """
     try:
-        cost = lowered.cost_analysis()
+        cost = jitted.trace(*args, **kwargs).lower(lowering_platforms=("cpu",)).cost_analysis()
     except Exception:
         return None
     if isinstance(cost, (list, tuple)):
@@ -446,14 +447,19 @@ def bench_torch_compile(tmodel, batch, repeats, size, torch_device, log) -> dict
 # Speed options: speed, success rate and distortion.
 
 
-def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, log, budget: Budget) -> dict:
+def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, log, budget: Budget,
+                  margin: float = 0.0) -> dict:
+    """Speed options: gradient pass speed at ``batch``; the attack's success (below ``targets`` as judged by
+    the float32 model at full precision) and L2, attacking with a safety ``margin`` (score units)."""
     import jax
     import jax.numpy as jnp
 
     from qcamo_jax import attacks, precision
 
-    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps), eps_max=2000.0, bisection_steps=tries)
-    ref_score = jax.jit(jmodel.apply)
+    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps, margin=margin), eps_max=2000.0, bisection_steps=tries)
+    # The judge is the float32 model at full precision: a plain jit would use the backend's default,
+    # which is TF32 for float32 convolutions on recent NVIDIA GPUs.
+    ref_score = jax.jit(precision.wrap(jmodel.apply, precision.SpeedOptions()))
     # The gradient timing batch may exceed the attacked images: tile them.
     xb = jnp.asarray(np.resize(images, (batch,) + images.shape[1:]), jnp.float32)
     # Attack timing: one warm-up, then timed runs (fewer on an accelerator, where they vary little).
@@ -508,7 +514,7 @@ def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, 
         r["grad_speedup_vs_first"] = base["grad_s"] / r["grad_s"]
         r["success_points_vs_first"] = 100.0 * (r["success_rate"] - base["success_rate"])
     return {"what": "speed options (qcamo_jax.precision): gradient pass speed; attack success judged by the float32 model",
-            "images": n, "size": list(images.shape[1:3]), "steps": steps, "tries": tries, "rows": rows,
+            "images": n, "size": list(images.shape[1:3]), "steps": steps, "tries": tries, "margin": margin, "rows": rows,
             "skipped_deadline": skipped}
 
 
@@ -582,6 +588,8 @@ def main(argv=None) -> int:
                    help="model for the options section (tiny: the tiny KonCept512, random weights)")
     p.add_argument("--options-images", type=int, default=None, help="images attacked per speed option")
     p.add_argument("--option-batch", type=int, default=None, help="batch of the options' gradient timing")
+    p.add_argument("--options-margin", type=float, default=0.0,
+                   help="the options' attack aims below target - margin (the CLI's default margin is 1)")
     p.add_argument("--compile-batch", type=int, default=None, help="batch of the torch.compile section (default: largest of --batches)")
     p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
                    help="skip (and report as skipped) any unit of work that would end later than this after start")
@@ -700,7 +708,7 @@ def main(argv=None) -> int:
         # The tiny model runs in milliseconds: more repeats to get above the timer noise.
         repeats = settings["repeats"] if settings["options_model"] == "full" else max(7, settings["repeats"])
         return bench_options(model, x, targets, specs, settings["option_batch"], settings["steps"],
-                             settings["tries"], repeats, log, budget)
+                             settings["tries"], repeats, log, budget, margin=args.options_margin)
 
     runners["options"] = (options, lambda: 0.0)  # budgeted option by option inside
 
