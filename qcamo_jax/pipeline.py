@@ -17,6 +17,9 @@ This is everything ``qcamo attack`` does, as an importable library:
    (:func:`reencode_reference`), and written atomically; after every batch the reports are rewritten
    atomically, so a run killed at any point leaves complete files only, and ``resume=True`` skips
    images whose output and record match (same input hash, same settings, same output hash).
+6. In a multi-host job (one process per host), every process runs :func:`run` with the same arguments:
+   the processes share the probing of step 2 so they plan the same batches, each attacks its part of
+   every batch, and process 0 writes the reports (:mod:`qcamo_jax.multihost`).
 
 Data contract: images are ``uint8 [H, W, 3]`` RGB pixels; scores are on the model's 0-100 scale.
 """
