@@ -176,3 +176,14 @@ def test_processes_given_different_settings_fail_alike_instead_of_hanging(tmp_pa
         assert rc == 2, stderr[-3000:]
         assert stderr.startswith("qcamo: error: the processes of this multi-host job disagree on the inputs and settings")
         assert len(stderr.strip().splitlines()) == 1
+
+
+
+def test_distributed_auto_outside_a_cluster_is_a_one_line_error(tmp_path, inputs):
+    env = {k: v for k, v in _env().items() if not k.startswith(("SLURM_", "OMPI_", "PMI_"))}  # no cluster to find
+    proc = subprocess.run([sys.executable, "-m", "qcamo_jax", "attack", str(inputs), "--out", str(tmp_path / "out"),
+                           "--model", "tiny-random", "--distributed", "auto"], env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qcamo: error: cannot join the multi-host job: "), lines
