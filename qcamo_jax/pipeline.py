@@ -17,6 +17,9 @@ This is everything ``qcamo attack`` does, as an importable library:
    (:func:`reencode_reference`), and written atomically; after every batch the reports are rewritten
    atomically, so a run killed at any point leaves complete files only, and ``resume=True`` skips
    images whose output and record match (same input hash, same settings, same output hash).
+6. In a multi-host job (one process per host), every process runs :func:`run` with the same arguments:
+   the processes share the probing of step 2 so they plan the same batches, each attacks its part of
+   every batch, and process 0 writes the reports (:mod:`qcamo_jax.multihost`).
 
 Data contract: images are ``uint8 [H, W, 3]`` RGB pixels; scores are on the model's 0-100 scale.
 """
@@ -466,17 +469,25 @@ def run(
 ) -> RunResult:
     """Attack every input image and write outputs, ``report.json``, ``report.csv`` and ``summary.png``.
 
+    Multi-process (after :func:`qcamo_jax.sharding.initialize_distributed`): call it on every process
+    with the same arguments. The processes probe a part of the inputs each and share what they found,
+    so they all plan the same batches and refuse the same files; each attacks its part of every batch
+    and writes those outputs (see :mod:`qcamo_jax.multihost`); the records of every batch are gathered
+    on every process, process 0 writes the reports and the summary, and every process returns the same
+    :class:`RunResult`. ``out_dir`` may be shared by the hosts or local to each.
+
     Args:
       inputs: files, folders and globs (see :func:`discover_inputs`).
       out_dir: output folder (created if missing).
       model: a :class:`qcamo_jax.models.hub.QualityModel`.
       settings: :class:`Settings`.
       engine: the attack + quantizer (default :func:`make_engine` ``(model, settings, devices)``).
-      batch_size: images per accelerator call (per shape group: ``min(batch_size, group size)``).
+      batch_size: images per accelerator call (per shape group: ``min(batch_size, group size)``); in a
+        multi-process run, per call of the whole job (each process gets ``ceil(b / processes)``).
       resume: skip images whose output and record from a previous run in ``out_dir`` are intact and
         were made with the same settings; everything else is (re)computed.
       devices: ``None`` for the default device, ``"all"`` or a count to shard batches over devices.
-      progress: show a tqdm progress bar (images/s) on stderr.
+      progress: show a tqdm progress bar (images/s) on stderr (process 0 only).
       summary: write ``summary.png``.
       log: where one-line messages (refusals, warnings) go; default stderr.
 
@@ -484,10 +495,15 @@ def run(
       :class:`RunResult`; ``exit_code`` is 0 only if every image was processed.
 
     Raises:
-      QcamoError: the output folder is unusable, or no inputs were given.
+      QcamoError: the output folder is unusable, or no inputs were given, or the processes of a
+        multi-process run were given different inputs or settings.
     """
     from qcamo_jax import report as report_mod
+    from qcamo_jax.multihost import ProcessGroup
 
+    group = ProcessGroup.current()
+    # Every process removes stale temporary files here, before its first collective call below: no
+    # process of the job can be writing an output yet.
     out = prepare_output_dir(out_dir)
     paths = discover_inputs(inputs, exclude=out)
     if not paths:
@@ -497,81 +513,179 @@ def run(
     if engine is None:
         engine = make_engine(model, settings, devices=devices, batch_size=batch_size)
     shash = settings_hash(settings, model_identity(model), engine.identity)
-    previous = load_previous_records(out) if resume else {}
     names = output_names(paths, settings.extension)
+    group.agree("the inputs and settings", _job_fingerprint(paths, names, shash, batch_size, resume, devices))
     items = [_Item(i, p, n) for i, (p, n) in enumerate(zip(paths, names))]
     records: list[dict[str, Any] | None] = [None] * len(items)
-    min_h, min_w = (int(s) for s in model.min_size)
+    batches = _BatchRunner(out, settings, shash, engine, Scorer(model), log)
+    bar = _progress_bar(len(items), progress and group.is_main)
 
-    bar = _progress_bar(len(items), progress)
-
-    def refuse(it, reason):
-        rec = empty_record(it.path, settings)
-        rec.update(error=reason, input_sha256=it.sha, settings_hash=shash)
-        records[it.index] = rec
-        log(f"qcamo: skipped {it.path}: {reason}")
-        bar.update(1)
-
-    # Pass 1: read every input once (shape, hash); refuse the bad ones. Pixels are re-read per batch so
-    # that memory stays bounded by one batch.
+    # Pass 1: read every input once (shape, hash), each process its part; refuse the bad ones, alike on
+    # every process. Pixels are re-read per batch so that memory stays bounded by one batch.
     ok: list[_Item] = []
-    for it in items:
-        try:
-            img = imageio.load_rgb(it.path)
-            it.sha = fileio.sha256_file(it.path)
-        except ImageFileError as exc:
-            refuse(it, exc.message)
+    probes = group.gather_parts([_probe(it.path, model.min_size) for it in group.part(items)])
+    for it, probe in zip(items, probes):
+        it.sha = probe["sha256"]
+        if probe["error"] is not None:
+            records[it.index] = batches.refusal(it, probe["error"], log=group.is_main)
+            bar.update(1)
             continue
-        except OSError as exc:  # raced away between the read and the hash
-            refuse(it, f"cannot read ({exc.strerror or exc})")
-            continue
-        it.shape = img.shape
-        if img.shape[0] < min_h or img.shape[1] < min_w:
-            refuse(it, f"{img.shape[1]}x{img.shape[0]} pixels is smaller than the model's minimum {min_w}x{min_h}")
-            continue
-        it.seed = image_seed(it.sha, settings.seed)
+        it.shape, it.seed = tuple(probe["shape"]), image_seed(it.sha, settings.seed)
         ok.append(it)
 
-    scorer = Scorer(model)
+    previous = group.broadcast(load_previous_records(out) if resume and group.is_main else {})
+    plan = plan_batches(ok, batch_size)
+    reuse = _reuse_flags(plan, previous, shash, out, group)
     reused = processed = 0
-    for shape, b, batch in plan_batches(ok, batch_size):
-        prev = [previous.get(os.fspath(it.path)) for it in batch]
-        if resume and all(_reusable(r, it.sha, shash, out) for r, it in zip(prev, batch)):
-            for r, it in zip(prev, batch):
-                records[it.index] = dict(r)
+    for (shape, b, batch), reusable in zip(plan, reuse):
+        if reusable:
+            for it in batch:
+                records[it.index] = dict(previous[os.fspath(it.path)])
             reused += len(batch)
             bar.update(len(batch))
             continue
+        # Each process attacks its part (every process makes the engine call, even with an empty part)
+        # and everyone learns the records of the whole batch.
+        part = batches.attack_part(group.part(batch), shape, group.part_size(b), b, collective=group.count > 1)
+        for it, rec in zip(batch, group.gather_parts(part)):
+            records[it.index] = rec
+            processed += int(rec["error"] is None)
+        bar.update(len(batch))
+        if group.is_main:  # checkpoint: the reports always describe complete outputs only
+            report_mod.write_reports(out, _finished(records, previous, resume))
+            _crash_point("report")
+    bar.close()
+
+    final = [r for r in records if r is not None]
+    if group.is_main:
+        report_mod.write_reports(out, final)
+        if summary:
+            try:
+                report_mod.write_summary(out / SUMMARY_PNG, final, target=settings.target)
+            except Exception as exc:  # a plot must never lose a finished run
+                log(f"qcamo: warning: summary plot not written ({type(exc).__name__}: {exc})")
+    failed = sum(r["error"] is not None for r in final)
+    return RunResult(final, processed, reused, failed)
+
+
+def _probe(path: Path, min_size: Sequence[int]) -> dict[str, Any]:
+    """What pass 1 learns about one input, as JSON-able data (processes exchange it).
+
+    Returns:
+      ``{"sha256": hex or None, "shape": [H, W, 3] or None, "error": one-line reason or None}``.
+    """
+    try:
+        img = imageio.load_rgb(path)
+        sha = fileio.sha256_file(path)
+    except ImageFileError as exc:
+        return {"sha256": None, "shape": None, "error": exc.message}
+    except OSError as exc:  # raced away between the read and the hash
+        return {"sha256": None, "shape": None, "error": f"cannot read ({exc.strerror or exc})"}
+    (h, w), (min_h, min_w) = img.shape[:2], (int(s) for s in min_size)
+    error = f"{w}x{h} pixels is smaller than the model's minimum {min_w}x{min_h}" if h < min_h or w < min_w else None
+    return {"sha256": sha, "shape": list(img.shape), "error": error}
+
+
+def _job_fingerprint(paths: Sequence[Path], names: Sequence[str], shash: str, batch_size: int, resume: bool,
+                     devices: Any) -> str:
+    """Hash of everything the processes of a job must agree on for their batch plans to match."""
+    blob = json.dumps([[os.fspath(p) for p in paths], list(names), shash, int(batch_size), bool(resume), str(devices)])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _reuse_flags(plan, previous: Mapping[str, dict], shash: str, out: Path, group) -> list[bool]:
+    """Per batch of ``plan``: can ``--resume`` reuse the previous results of the whole batch?
+
+    Each process checks the records and output files of its part of every batch; a batch is reused
+    only if every process says yes (one gather), so the decision is the same on every process.
+    """
+    if not previous:  # the same on every process (broadcast from process 0)
+        return [False] * len(plan)
+    mine = [all(_reusable(previous.get(os.fspath(it.path)), it.sha, shash, out) for it in group.part(batch))
+            for _, _, batch in plan]
+    return [all(flags) for flags in zip(*group.allgather(mine))] if plan else []
+
+
+def _engine_batch(images: Sequence[np.ndarray], seeds: Sequence[int], size: int,
+                  shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``uint8 [size, H, W, 3]`` images and ``int64 [size]`` seeds of one engine call.
+
+    Short parts are padded by repeating their last image (every call of a shape group has the same
+    batch size: one compile per shape). A part with no image at all (a process with nothing left in
+    a batch of a multi-process run, which must make the call all the same) is mid-grey images with
+    seed 0, whose results are dropped.
+    """
+    if not images:
+        images, seeds = [np.full(tuple(shape), 128, np.uint8)], [0]
+    x, s = np.stack(images), np.asarray(seeds, np.int64)
+    pad = size - len(x)
+    if pad:
+        x = np.concatenate([x, np.repeat(x[-1:], pad, 0)], 0)
+        s = np.concatenate([s, np.repeat(s[-1:], pad, 0)], 0)
+    return x, s
+
+
+class _BatchRunner:
+    """Attacks one process's part of a batch and writes its output files and records."""
+
+    def __init__(self, out: Path, settings: Settings, shash: str, engine: Engine, scorer: Scorer,
+                 log: Callable[[str], None]):
+        self.out, self.settings, self.shash, self.engine, self.scorer, self.log = out, settings, shash, engine, scorer, log
+
+    def refusal(self, it: _Item, reason: str, *, log: bool = True) -> dict[str, Any]:
+        """The record of a refused input (``error`` set, no output), logged as one line if ``log``."""
+        rec = empty_record(it.path, self.settings)
+        rec.update(error=reason, input_sha256=it.sha, settings_hash=self.shash)
+        if log:
+            self.log(f"qcamo: skipped {it.path}: {reason}")
+        return rec
+
+    def attack_part(self, part: Sequence[_Item], shape: Sequence[int], size: int, score_batch: int, *,
+                    collective: bool) -> list[dict[str, Any]]:
+        """Attack ``part`` (images of ``shape``), write the outputs; one record per item of ``part``.
+
+        Args:
+          part: this process's items of the batch; in a multi-process run possibly none.
+          shape: ``(H, W, 3)`` of every image of the batch.
+          size: engine batch size of this shape group, the same for every call and every process.
+          score_batch: chunk size of the scorer: the whole batch's size, so that scores are computed as
+            in a single-process run.
+          collective: the engine call is collective: make it even when no image of ``part`` is left.
+        """
         t0 = time.perf_counter()
+        recs: dict[int, dict[str, Any]] = {}
         images, good = [], []
-        for it in batch:
+        for it in part:
             try:
                 img = imageio.load_rgb(it.path)
-                if img.shape != it.shape or fileio.sha256_file(it.path) != it.sha:
+                if img.shape != tuple(shape) or fileio.sha256_file(it.path) != it.sha:
                     raise ImageFileError("changed while the run was going on", it.path)
             except (ImageFileError, OSError) as exc:
-                refuse(it, getattr(exc, "message", None) or f"cannot read ({exc})")
+                recs[it.index] = self.refusal(it, getattr(exc, "message", None) or f"cannot read ({exc})")
                 continue
             images.append(img)
             good.append(it)
-        if not good:
-            continue
-        x = np.stack(images)
-        seeds = np.array([it.seed for it in good], np.int64)
-        pad = b - len(good)
-        if pad:  # every call of a shape group has the same batch size: one compile per shape
-            x = np.concatenate([x, np.repeat(x[-1:], pad, 0)], 0)
-            seeds = np.concatenate([seeds, np.repeat(seeds[-1:], pad, 0)], 0)
-        encoded = list(engine(x, seeds))[: len(good)]
+        if good or collective:
+            x, seeds = _engine_batch(images, [it.seed for it in good], size, shape)
+            encoded = list(self.engine(x, seeds))[: len(good)]
+            if good:
+                recs.update(self._results(good, x[: len(good)], encoded, shape, score_batch, t0))
+        return [recs[it.index] for it in part]
+
+    def _results(self, good: Sequence[_Item], x: np.ndarray, encoded: Sequence[Encoded], shape: Sequence[int],
+                 score_batch: int, t0: float) -> dict[int, dict[str, Any]]:
+        """Score and measure the outputs of ``x`` (``uint8 [n, H, W, 3]``), write them; records by item index."""
+        settings = self.settings
+        n = len(good)
         decoded = np.stack([decode_output(e.data) for e in encoded])
         reencoded = np.stack([reencode_reference(d, REFERENCE_QUALITY, settings.reference_encoder) for d in decoded])
-        scores = scorer(np.concatenate([x[: len(good)], decoded, reencoded]), b)
-        n = len(good)
+        scores = self.scorer(np.concatenate([x, decoded, reencoded]), score_batch)
         s_orig, s_final, s_jpeg = scores[:n], scores[n:2 * n], scores[2 * n:]
-        dist = distortion(x[:n], decoded)
+        dist = distortion(x, decoded)
         seconds = (time.perf_counter() - t0) / n
+        recs = {}
         for j, it in enumerate(good):
-            dest = out / it.name
+            dest = self.out / it.name
             fileio.atomic_write_bytes(dest, encoded[j].data)
             _crash_point("output")
             rec = empty_record(it.path, settings)
@@ -580,29 +694,14 @@ def run(
                 original_score=float(s_orig[j]), final_score=float(s_final[j]), jpeg90_score=float(s_jpeg[j]),
                 success_saved=bool(s_final[j] < settings.target), success_jpeg90=bool(s_jpeg[j] < settings.target),
                 seconds=round(seconds, 4), input_sha256=it.sha, output_sha256=hashlib.sha256(encoded[j].data).hexdigest(),
-                seed=int(it.seed), settings_hash=shash,
+                seed=int(it.seed), settings_hash=self.shash,
             )
             rec.update(dist[j])
             for k, v in dict(encoded[j].extras).items():
                 if k in rec and rec[k] is None:
                     rec[k] = _jsonable(v)
-            records[it.index] = rec
-        processed += n
-        bar.update(n)
-        # Checkpoint: the reports always describe complete outputs only.
-        report_mod.write_reports(out, _finished(records, previous, resume))
-        _crash_point("report")
-    bar.close()
-
-    final = [r for r in records if r is not None]
-    report_mod.write_reports(out, final)
-    if summary:
-        try:
-            report_mod.write_summary(out / SUMMARY_PNG, final, target=settings.target)
-        except Exception as exc:  # a plot must never lose a finished run
-            log(f"qcamo: warning: summary plot not written ({type(exc).__name__}: {exc})")
-    failed = sum(r["error"] is not None for r in final)
-    return RunResult(final, processed, reused, failed)
+            recs[it.index] = rec
+        return recs
 
 
 #: Test hook: ``QCAMO_CRASH_AT=output:N`` (or ``report:N``) makes the process SIGKILL itself right after

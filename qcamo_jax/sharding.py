@@ -84,7 +84,8 @@ def initialize_distributed(
       True if this call initialised a multi-process runtime, False for a single-process run.
 
     Raises:
-      QcamoError: on an incomplete or inconsistent setting (e.g. rank out of range).
+      QcamoError: on an incomplete or inconsistent setting (e.g. rank out of range), or when JAX cannot
+        join the job (nothing detected, coordinator unreachable within JAX's start-up timeout).
     """
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
     if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
@@ -95,7 +96,7 @@ def initialize_distributed(
     if not any(given):
         if not auto_detect:
             return False
-        jax.distributed.initialize(local_device_ids=local_device_ids)
+        _join(local_device_ids=local_device_ids)
         return True
     if not all(given):
         raise QcamoError(
@@ -106,13 +107,21 @@ def initialize_distributed(
         raise QcamoError(f"process id {process_id} is not in [0, {num_processes})")
     if num_processes == 1:
         return False
-    jax.distributed.initialize(
+    _join(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
         process_id=process_id,
         local_device_ids=local_device_ids,
     )
     return True
+
+
+def _join(**kwargs) -> None:
+    """:func:`jax.distributed.initialize`, its errors as one-line :class:`QcamoError`."""
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as exc:
+        raise QcamoError(f"cannot join the multi-host job: {exc}") from None
 
 
 def _env_int(name: str) -> int:

@@ -1,6 +1,7 @@
 """``qcamo attack``: attack images so the quality model scores them below a target.
 
-Thin: parse, call :func:`qcamo_jax.pipeline.run`, print a one-line summary. See docs/cli.md.
+Thin: parse, join a multi-host job if there is one, call :func:`qcamo_jax.pipeline.run`, print a
+one-line summary. See docs/cli.md, and docs/scaling.md for multi-host runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the dct quantizer's output (default 90)")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per accelerator call (default 4)")
     p.add_argument("--devices", default=None, metavar="all|N", help="shard batches over all (or N) devices")
+    p.add_argument("--distributed", default="env", choices=("env", "auto"),
+                   help="multi-host, one process per host: 'env' joins the job that QCAMO_COORDINATOR, "
+                        "QCAMO_NUM_PROCESSES and QCAMO_PROCESS_ID describe, if set (default; unset: one process); "
+                        "'auto' lets JAX detect it (SLURM, Open MPI, Kubernetes). See docs/scaling.md")
     p.add_argument("--resume", action="store_true", help="skip images already done in DIR with the same settings")
     p.add_argument("--seed", type=int, default=0, help="base seed (each image's seed also depends on its content)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps per budget try (default 10)")
@@ -34,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qcamo_jax import pipeline, report
+    from qcamo_jax import pipeline, report, sharding
     from qcamo_jax.errors import QcamoError
     from qcamo_jax.models.hub import load_model
 
@@ -49,9 +54,18 @@ def run(args: argparse.Namespace) -> int:
     inputs = pipeline.discover_inputs(args.inputs, exclude=out)
     if not inputs:
         raise QcamoError("no input images found in " + " ".join(args.inputs))
+    # Join the multi-host job (if any) before anything touches a device: loading the model does.
+    main_process = True
+    if sharding.initialize_distributed(auto_detect=args.distributed == "auto"):
+        import jax
+
+        main_process = jax.process_index() == 0
     model = load_model(args.model)
     result = pipeline.run(inputs, out, model, settings, batch_size=args.batch_size, resume=args.resume,
                           devices=args.devices, progress=not args.quiet, summary=not args.no_summary)
+    # Every process of a multi-host job has every record, so the same exit code; process 0 tells the story.
+    if not main_process:
+        return result.exit_code
     s = report.summarize(result.records)
     rate = lambda v: "n/a" if v is None else f"{100 * v:.0f}%"
     print(f"qcamo: {s['attacked']}/{s['inputs']} images attacked ({result.reused} reused), {s['refused']} refused; "
