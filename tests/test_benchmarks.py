@@ -1,0 +1,54 @@
+"""The measuring helpers of benchmarks/run.py: the deadline budget and the FLOP count."""
+
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import run as bench  # noqa: E402  (benchmarks/run.py)
+
+
+def test_budget_without_deadline_allows_everything():
+    budget = bench.Budget(None)
+    assert budget.allows(1e9)
+    assert budget.left() == float("inf")
+
+
+def test_budget_refuses_work_that_would_end_after_the_deadline():
+    budget = bench.Budget(10.0, first_compile_guess_s=4.0)
+    assert budget.allows(budget.estimate(images=8, runs=2))  # 4 s compile + 16 x 0.05 s
+    assert not budget.allows(budget.estimate(images=8, runs=2, compiles=3))  # 12 s
+    time.sleep(0.05)
+    assert budget.left() < 10.0
+
+
+def test_budget_estimates_from_the_nearest_measured_batch():
+    budget = bench.Budget(100.0, first_compile_guess_s=1.0)
+    budget.observe(compile_s=2.0, images=1, run_s=0.5)  # 0.5 s per image at batch 1
+    budget.observe(compile_s=2.0, images=64, run_s=3.2)  # 0.05 s per image at batch 64
+    assert budget.estimate(images=640, runs=1, compiles=0, batch=60) == pytest.approx(32.0)
+    assert budget.estimate(images=2, runs=1, compiles=0, batch=2) == pytest.approx(1.0)
+    assert budget.estimate(images=0, runs=1, compiles=1) == pytest.approx(2.0)
+
+
+def test_hlo_flops_counts_a_matmul_exactly():
+    f = jax.jit(lambda a, b: a @ b)
+    a, b = jnp.ones((16, 32)), jnp.ones((32, 8))
+    assert bench.hlo_flops(f, a, b) == 2 * 16 * 32 * 8
+
+
+def test_hlo_flops_counts_convolutions_as_the_compiled_cpu_program_does():
+    x = jnp.ones((2, 16, 16, 3))
+    w = jnp.ones((3, 3, 3, 8))
+    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")).sum())
+    flops = bench.hlo_flops(conv, x, w)
+    compiled = bench.xla_flops(conv.lower(x, w).compile())
+    multiply_adds = 2 * 14 * 14 * 8 * 27  # batch x output pixels x output channels x 3x3x3 taps
+    assert flops == pytest.approx(2 * multiply_adds, rel=0.05)  # plus the final sum
+    assert flops == pytest.approx(compiled, rel=0.05)
