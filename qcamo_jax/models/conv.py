@@ -17,8 +17,11 @@ order: canonical, with no rewrite needed, inside loops or not. The swap is one t
 kernel (loop-invariant: XLA hoists it out of loops). The kernel gradient follows JAX's own rule; it is
 dead code, removed by XLA, whenever only the input is differentiated, as in every attack.
 
-Cases other than 2-D NHWC/HWIO convolutions without input dilation or feature groups fall through to
-:func:`jax.lax.conv_general_dilated` unchanged.
+Only on a CPU backend (``jax.default_backend()`` when traced): elsewhere, and for anything but 2-D
+NHWC/HWIO convolutions without input dilation or feature groups, it is
+:func:`jax.lax.conv_general_dilated` unchanged. GPUs do not need it (cuDNN takes any kernel order and
+XLA:GPU matches JAX's own gradient pattern to cuDNN's backward-data kernels; on an H200 a PGD step in
+the loop cost what a lone gradient costs), so the GPU program stays the one measured there.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def conv_general_dilated(
     Returns:
       ``[N, H', W', C_out]``, the same values as :func:`jax.lax.conv_general_dilated`.
     """
-    plain = (lhs.ndim != 4 or not _is_nhwc_hwio(dimension_numbers) or feature_group_count != 1
+    plain = (jax.default_backend() != "cpu" or lhs.ndim != 4 or not _is_nhwc_hwio(dimension_numbers) or feature_group_count != 1
              or batch_group_count != 1 or any(d != 1 for d in (lhs_dilation or (1, 1)))
              or preferred_element_type is not None)
     if plain:
