@@ -20,7 +20,6 @@ import photos
 from qcamo_jax import fileio, imageio
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_CONFIG = {"widths": [4, 4, 8, 8, 8], "head": [8, 4], "input_size": [64, 64]}
 SHAPE = (64, 96)
 FAST = ["--target", "45", "--steps", "2", "--search-steps", "2", "--batch-size", "2", "--quiet"]
 
@@ -40,17 +39,6 @@ def cache_env(tmp_path_factory):
     d = tmp_path_factory.mktemp("jax_cache")
     return {"JAX_COMPILATION_CACHE_DIR": str(d), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from qcamo_jax.models import checkpoint
-    from qcamo_jax.models.hub import init_random
-
-    m = init_random("qcamo-small", TINY_CONFIG, seed=1)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    checkpoint.save(path, m.variables, {"architecture": "qcamo-small", "config": json.dumps(TINY_CONFIG), "name": "tiny"})
-    return path
 
 
 @pytest.fixture(scope="module")

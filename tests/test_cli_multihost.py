@@ -31,23 +31,11 @@ from PIL import Image
 import photos
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_CONFIG = {"widths": [4, 4, 8, 8, 8], "head": [8, 4], "input_size": [64, 64]}
 SHAPES = {"astronaut": (64, 96), "chelsea": (64, 96), "coffee": (64, 96), "motorcycle_left": (72, 64), "rocket": (72, 64)}
 BAD = "unreadable.png"  # sorted last: in process 1's part of the input list
 FAST = ["--target", "66", "--steps", "2", "--search-steps", "2", "--batch-size", "2", "--quantize", "none", "--quiet",
         "--devices", "all"]
 TIMEOUT = 240  # seconds per process: a hung collective fails the test instead of blocking CI
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from qcamo_jax.models import checkpoint
-    from qcamo_jax.models.hub import init_random
-
-    m = init_random("qcamo-small", TINY_CONFIG, seed=1)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    checkpoint.save(path, m.variables, {"architecture": "qcamo-small", "config": json.dumps(TINY_CONFIG), "name": "tiny"})
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from qcamo_jax import fileio, imageio, pipeline, report
 from qcamo_jax.errors import QcamoError
 
 SHAPE = (64, 96)
-TINY_CONFIG = {"widths": [4, 4, 8, 8, 8], "head": [8, 4], "input_size": [64, 64]}
 FAST = pipeline.Settings(target=45.0, method="pgd", quantize="spatial", attack_options={"steps": 2, "search_steps": 2})
 # The corpus run is about file handling: plain rounding keeps its two compiles (two shapes) cheap.
 ROUNDED = pipeline.Settings(target=45.0, method="pgd", quantize="none", attack_options={"steps": 2, "search_steps": 2})
@@ -31,9 +30,9 @@ ROUNDED = pipeline.Settings(target=45.0, method="pgd", quantize="none", attack_o
 
 @pytest.fixture(scope="module")
 def model():
-    from qcamo_jax.models.hub import init_random
+    from tiny_model import tiny_model
 
-    return init_random("qcamo-small", TINY_CONFIG, seed=1)
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")
