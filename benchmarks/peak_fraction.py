@@ -42,22 +42,15 @@ def gradient_flops(batch: int, size: tuple[int, int], option: str = "fp32") -> f
     variables = jax.eval_shape(lambda v: precision.prepare_variables(v, opts), variables)
     score = precision.wrap(lambda v, x: module.apply(v, x), opts)
     grad_fn = jax.jit(jax.value_and_grad(lambda v, x: score(v, x).sum(), argnums=1))
-    flops = hlo_flops(grad_fn, variables, jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32))
+    flops = hlo_flops(grad_fn.trace(variables, jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32)))
     if flops is None:
         raise RuntimeError("XLA's cost analysis gave no FLOP count")
     return flops
 
 
-def peak_key(option: str) -> str:
-    """Which peak applies: the arithmetic the option's convolutions run in."""
-    words = option.replace(",", "+").split("+")
-    if "bf16" in words or "bf16-matmul" in words:
-        return "bf16"
-    return "tf32" if "tf32" in words else "fp32"
-
-
 def analyse(report: dict) -> list[dict]:
-    from run import gpu_peak
+    from qcamo_jax.precision import SpeedOptions
+    from run import gpu_peak, peak_arithmetic
 
     peak = gpu_peak(report["device"]["device_kind"])
     size = tuple(report.get("grad", {}).get("size") or report.get("size") or (384, 512))
@@ -70,7 +63,7 @@ def analyse(report: dict) -> list[dict]:
             cache[key] = gradient_flops(batch, size, option)
         flops = cache[key]
         rate = flops / seconds / 1e12
-        which = peak_key(option)
+        which = peak_arithmetic(SpeedOptions.parse(option))
         rows.append({"source": source, "option": option, "batch": batch, "seconds": seconds, "gflop": flops / 1e9,
                      "gflop_per_image": flops / 1e9 / batch, "tflops_per_s": rate, "peak": which,
                      "peak_tflops": peak[which] if peak else None,

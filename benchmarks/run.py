@@ -86,21 +86,28 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[f
 
 
 def compile_timed(jitted, *args, **kwargs):
-    """``(compiled, seconds)``: lowering + XLA compilation of ``jitted`` for these arguments.
+    """``(compiled, seconds)``: tracing, lowering and XLA compilation of ``jitted`` for these arguments.
 
-    ``compiled.hlo_flops`` is the FLOP count of the program as lowered, before the backend rewrites it
-    (see :func:`hlo_flops`).
+    ``compiled.hlo_flops`` is the FLOP count of the same trace as lowered for the CPU, before any
+    backend rewrites it (see :func:`hlo_flops`); it is counted after the timing.
     """
     t0 = time.perf_counter()
-    lowered = jitted.lower(*args, **kwargs)
-    compiled = lowered.compile()
+    traced = jitted.trace(*args, **kwargs)
+    compiled = traced.lower().compile()
     seconds = time.perf_counter() - t0
-    compiled.hlo_flops = hlo_flops(jitted, *args, **kwargs)
+    compiled.hlo_flops = hlo_flops(traced)
     return compiled, seconds
 
 
-def hlo_flops(jitted, *args, **kwargs) -> float | None:
-    """FLOPs of ``jitted`` for these arguments: XLA's HLO cost analysis of the program as lowered for the CPU.
+def _flops(cost) -> float | None:
+    """The ``"flops"`` entry of an XLA cost analysis (a dict, or a list of one dict on some versions)."""
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def hlo_flops(traced) -> float | None:
+    """FLOPs of a traced program (``jax.jit(f).trace(...)``): XLA's HLO cost analysis of it lowered for the CPU.
 
     Counted on the HLO before any backend rewrites it, so the count is the same whatever the device:
     the compiled program's own cost analysis misses the convolutions on a GPU (they become cuDNN custom
@@ -108,12 +115,9 @@ def hlo_flops(jitted, *args, **kwargs) -> float | None:
     GPU-lowered program returned no cost analysis at all (jax 0.11.2). Rates must use this count.
     """
     try:
-        cost = jitted.trace(*args, **kwargs).lower(lowering_platforms=("cpu",)).cost_analysis()
+        return _flops(traced.lower(lowering_platforms=("cpu",)).cost_analysis())
     except Exception:
         return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def xla_memory(compiled) -> dict[str, int] | None:
@@ -132,12 +136,9 @@ def xla_memory(compiled) -> dict[str, int] | None:
 def xla_flops(compiled) -> float | None:
     """FLOPs from the *compiled* program's cost analysis (misses cuDNN convolutions on a GPU; see :func:`hlo_flops`)."""
     try:
-        cost = compiled.cost_analysis()
+        return _flops(compiled.cost_analysis())
     except Exception:
         return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def device_peak_bytes() -> int | None:
@@ -166,6 +167,14 @@ def gpu_peak(device_kind: str) -> dict[str, float] | None:
         if name in kind:
             return PEAK_TFLOPS[name]
     return None
+
+
+def peak_arithmetic(opts) -> str:
+    """Which peak of :data:`PEAK_TFLOPS` a :class:`qcamo_jax.precision.SpeedOptions` runs against:
+    ``"bf16"``, ``"tf32"`` (also the GPU default for float32 convolutions) or ``"fp32"``."""
+    if opts.dtype == "bfloat16":
+        return "bf16"
+    return {"tf32": "tf32", "bf16": "bf16", "default": "tf32"}.get(opts.matmul, "fp32")
 
 
 def device_info() -> dict[str, Any]:
@@ -501,7 +510,7 @@ def bench_options(jmodel, images, targets, specs, batch, steps, tries, repeats, 
                "mean_l2_success": float(l2[success].mean()) if success.any() else None, "mean_l2": float(l2.mean()),
                "flops": flops}
         if peak and flops:
-            key = {"bfloat16": "bf16"}.get(opts.dtype, {"tf32": "tf32", "bf16": "bf16", "default": "tf32"}.get(opts.matmul, "fp32"))
+            key = peak_arithmetic(opts)
             row["fraction_of_peak"] = flops / g_s / 1e12 / peak[key]
             row["peak_used"] = key
         budget.observe(max(gcomp, acomp), images=batch, run_s=g_s)

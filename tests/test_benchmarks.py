@@ -39,7 +39,7 @@ def test_budget_estimates_from_the_nearest_measured_batch():
 def test_hlo_flops_counts_a_matmul_exactly():
     f = jax.jit(lambda a, b: a @ b)
     a, b = jnp.ones((16, 32)), jnp.ones((32, 8))
-    assert bench.hlo_flops(f, a, b) == 2 * 16 * 32 * 8
+    assert bench.hlo_flops(f.trace(a, b)) == 2 * 16 * 32 * 8
 
 
 def test_hlo_flops_counts_convolutions_as_the_compiled_cpu_program_does():
@@ -47,7 +47,7 @@ def test_hlo_flops_counts_convolutions_as_the_compiled_cpu_program_does():
     w = jnp.ones((3, 3, 3, 8))
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")).sum())
-    flops = bench.hlo_flops(conv, x, w)
+    flops = bench.hlo_flops(conv.trace(x, w))
     compiled = bench.xla_flops(conv.lower(x, w).compile())
     multiply_adds = 2 * 14 * 14 * 8 * 27  # batch x output pixels x output channels x 3x3x3 taps
     assert flops == pytest.approx(2 * multiply_adds, rel=0.05)  # plus the final sum

@@ -9,7 +9,7 @@ from jax import lax
 from qcamo_jax.models import conv
 from qcamo_jax.models.hub import init_random
 
-NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+NHWC_HWIO = conv.NHWC_HWIO
 
 
 @pytest.mark.parametrize("strides, padding, dilation, kernel", [
