@@ -615,13 +615,11 @@ def _engine_batch(images: Sequence[np.ndarray], seeds: Sequence[int], size: int,
     a batch of a multi-process run, which must make the call all the same) is mid-grey images with
     seed 0, whose results are dropped.
     """
+    from qcamo_jax.sharding import pad_batch
+
     if not images:
         images, seeds = [np.full(tuple(shape), 128, np.uint8)], [0]
-    x, s = np.stack(images), np.asarray(seeds, np.int64)
-    pad = size - len(x)
-    if pad:
-        x = np.concatenate([x, np.repeat(x[-1:], pad, 0)], 0)
-        s = np.concatenate([s, np.repeat(s[-1:], pad, 0)], 0)
+    (x, s), _ = pad_batch((np.stack(images), np.asarray(seeds, np.int64)), 1, size)
     return x, s
 
 
