@@ -1,6 +1,6 @@
 """Reports of an attack run: ``report.json`` (list of records), ``report.csv`` and ``summary.png``.
 
-A record is a flat dict with the keys of :data:`qcamo_jax.pipeline.FIELDS` (one per input image; a
+A record is a flat dict with the keys of :data:`qcamo_jax.record.FIELDS` (one per input image; a
 refused input has ``error`` set and ``output`` null). Everything is written atomically.
 """
 
@@ -17,12 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from qcamo_jax import fileio
-
-
-def _fields():
-    from qcamo_jax.pipeline import FIELDS
-
-    return FIELDS
+from qcamo_jax.record import FIELDS
 
 
 def _clean(v: Any) -> Any:
@@ -32,15 +27,15 @@ def _clean(v: Any) -> Any:
 
 
 def to_json(records: Sequence[Mapping[str, Any]]) -> str:
-    """The JSON list written to ``report.json`` (input order, keys in :data:`~qcamo_jax.pipeline.FIELDS` order)."""
-    fields = _fields()
+    """The JSON list written to ``report.json`` (input order, keys in :data:`~qcamo_jax.record.FIELDS` order)."""
+    fields = FIELDS
     rows = [{**{k: _clean(r.get(k)) for k in fields}, **{k: _clean(v) for k, v in r.items() if k not in fields}} for r in records]
     return json.dumps(rows, indent=1, allow_nan=False) + "\n"
 
 
 def to_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """The CSV text of ``report.csv``: one row per record, columns :data:`~qcamo_jax.pipeline.FIELDS`."""
-    fields = _fields()
+    """The CSV text of ``report.csv``: one row per record, columns :data:`~qcamo_jax.record.FIELDS`."""
+    fields = FIELDS
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
     w.writeheader()

@@ -96,7 +96,7 @@ def test_every_process_gets_a_part_and_pads_it_to_the_same_size():
     import numpy as np
 
     from qcamo_jax.multihost import ProcessGroup
-    from qcamo_jax.pipeline import _engine_batch
+    from qcamo_jax.pipeline import engine_batch
 
     for n in (1, 2, 3, 5, 8):
         for count in (1, 2, 3):
@@ -109,9 +109,9 @@ def test_every_process_gets_a_part_and_pads_it_to_the_same_size():
 
     shape = (8, 8, 3)
     images = [np.full(shape, 7, np.uint8)]
-    x, seeds = _engine_batch(images, [5], 3, shape)
+    x, seeds = engine_batch(images, [5], 3, shape)
     assert x.shape == (3, *shape) and (x == 7).all() and seeds.tolist() == [5, 5, 5]
-    x, seeds = _engine_batch([], [], 2, shape)  # an empty part still makes the call: mid-grey dummies
+    x, seeds = engine_batch([], [], 2, shape)  # an empty part still makes the call: mid-grey dummies
     assert x.shape == (2, *shape) and (x == 128).all() and seeds.tolist() == [0, 0]
 
 

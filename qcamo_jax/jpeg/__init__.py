@@ -9,6 +9,7 @@ Modules:
   tables    IJG quantization tables for quality 1..100; libjpeg's AAN scale tables.
   color     JFIF colour conversion (libjpeg fixed point and float), 4:2:0 down/upsampling.
   dct       orthonormal DCT/IDCT; bit-exact libjpeg islow/ifast/float FDCT and islow IDCT.
+  coefficients  JpegCoefficients (quantized, per component) and ForwardDCT (unquantized) containers.
   codec     encode / decode emulation, forward_dct (unquantized coefficients + steps), decode_float.
   diff      differentiable JPEG round trip (straight-through / cubic rounding surrogates).
   io        write a .jpg holding exactly given coefficients; read coefficients back (jpeglib).

@@ -1,0 +1,142 @@
+"""The files a run writes: the output folder, output names, the bytes of output files.
+
+Data contract: the output folder holds one file per attacked input, named by :func:`output_names`
+(``<stem>.jpg`` or ``<stem>.png``, never a :data:`RESERVED_STEMS` stem), plus :data:`REPORT_JSON`,
+:data:`REPORT_CSV` and :data:`SUMMARY_PNG`. Every file is written whole or not at all
+(:func:`qcamo_jax.fileio.atomic_write_bytes`); a run killed while writing leaves ``.<name>.<random>.tmp``
+files that :func:`prepare_output_dir` removes. Pixels are ``uint8 [H, W, 3]`` RGB; :func:`encode_png`
+is deterministic, :func:`decode_output` decodes as Pillow (libjpeg-turbo, ISLOW) does, and
+:func:`reencode_reference` is the quality-90 round trip behind ``success_jpeg90``. Errors are
+:class:`qcamo_jax.errors.QcamoError` with one line naming the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from qcamo_jax import imageio
+from qcamo_jax.errors import QcamoError
+from qcamo_jax.pipeline.inputs import _resolve
+from qcamo_jax.pipeline.settings import REFERENCE_ENCODER, REFERENCE_QUALITY
+
+#: Output stems reserved for the run's own files.
+RESERVED_STEMS = frozenset({"report", "summary"})
+REPORT_JSON = "report.json"
+REPORT_CSV = "report.csv"
+SUMMARY_PNG = "summary.png"
+
+
+def output_names(paths: Sequence[Path], extension: str) -> list[str]:
+    """A distinct output file name per input: ``<stem><ext>``, made unique where stems collide.
+
+    Two inputs with the same stem (``a/x.png`` and ``b/x.jpg``, or a stem equal to a report's) both get a
+    suffix made of the first 8 hex digits of the SHA-256 of their resolved path, so neither output
+    overwrites the other and names do not depend on the order of the inputs.
+    """
+    stems = [p.stem or "image" for p in paths]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s.lower()] = counts.get(s.lower(), 0) + 1
+    names = []
+    for p, s in zip(paths, stems):
+        if counts[s.lower()] > 1 or s.lower() in RESERVED_STEMS:
+            s = f"{s}-{hashlib.sha256(str(_resolve(p)).encode()).hexdigest()[:8]}"
+        names.append(s + extension)
+    return names
+
+
+def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and check it is a writable folder; remove stale temporary files.
+
+    Raises:
+      QcamoError: the path is a file, or cannot be created, or is not writable.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise QcamoError("output path exists and is not a folder", out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QcamoError(f"cannot create output folder ({exc.strerror or exc})", out) from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qcamo-probe.", suffix=".tmp", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise QcamoError(f"output folder is not writable ({exc.strerror or exc})", out) from None
+    # Leftovers of a run killed while writing: fileio.atomic_write's ".<name>.<random>.tmp" files.
+    for leftover in out.glob(".*.tmp"):
+        try:
+            leftover.unlink()
+        except OSError:
+            pass
+    return out
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Lossless PNG bytes of ``uint8 [H, W, 3]`` pixels (no metadata, deterministic)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(buf, "PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def decode_output(data: bytes) -> np.ndarray:
+    """Pixels ``uint8 [H, W, 3]`` of an output file's bytes, as a standard decoder (libjpeg via Pillow) gives."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return imageio.to_rgb_array(im)
+
+
+def reencode_reference(pixels: np.ndarray, quality: int = REFERENCE_QUALITY, encoder: str = REFERENCE_ENCODER) -> np.ndarray:
+    """The "slightly JPEG compressed" round trip behind ``success_jpeg90``: encode at ``quality``, decode.
+
+    The default encoder, ``libjpeg6b-ifast-444``, is what ImageMagick's ``convert -quality 90`` does to a
+    colour PNG (4:4:4, fast integer DCT; bit-identical files, see ``tests/test_pipeline.py``), run through
+    jpeglib's bundled libjpeg so that the result does not depend on which ImageMagick is installed. It
+    differs from ImageMagick only on images whose pixels are all gray, which ImageMagick writes as a
+    one-component JPEG. Any name of :data:`qcamo_jax.jpeg.encoders.ENCODERS` works (``imagemagick``
+    runs the real ``convert``). Decoding is Pillow's (libjpeg-turbo, ISLOW IDCT).
+
+    Args:
+      pixels: ``uint8 [H, W, 3]``.
+      quality: IJG quality.
+      encoder: encoder registry name.
+
+    Returns:
+      ``uint8 [H, W, 3]`` decoded pixels.
+    """
+    from qcamo_jax.jpeg import encoders
+
+    if encoder not in encoders.ENCODERS:
+        raise QcamoError(f"unknown reference encoder {encoder!r}; known: {', '.join(encoders.ENCODERS)}")
+    try:
+        return encoders.ENCODERS[encoder](np.ascontiguousarray(np.asarray(pixels, np.uint8)), int(quality)).pixels
+    except encoders.EncoderUnavailable as exc:
+        raise QcamoError(f"reference encoder {encoder!r} unavailable: {exc}") from None
+
+#: Test hook: ``QCAMO_CRASH_AT=output:N`` (or ``report:N``) makes the process SIGKILL itself right after
+#: its N-th output file (report checkpoint) is written, to test kill -9 at exact points of a run.
+CRASH_ENV = "QCAMO_CRASH_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def _crash_point(kind: str) -> None:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    want, _, n = spec.partition(":")
+    if want != kind:
+        return
+    _crash_counts[kind] = _crash_counts.get(kind, 0) + 1
+    if _crash_counts[kind] == int(n or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
