@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from qcamo_jax import __version__
 from qcamo_jax.errors import QcamoError
@@ -48,7 +49,18 @@ def _command_module(name: str):
         raise
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``); others as usual."""
+    from qcamo_jax.imageio import ImageFileWarning
+
+    if issubclass(category, ImageFileWarning):
+        print(f"qcamo: warning: {message}", file=file or sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):

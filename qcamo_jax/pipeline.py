@@ -2,8 +2,8 @@
 
 This is everything ``qcamo attack`` does, as an importable library:
 
-1. :func:`discover_inputs` expands files, folders (recursively, image extensions only) and globs into
-   a sorted, de-duplicated list of paths; :func:`output_names` gives each a distinct output name.
+1. :func:`discover_inputs` expands files, folders (recursively, image files only: :mod:`qcamo_jax.discovery`)
+   and globs into a sorted, de-duplicated list of paths; :func:`output_names` gives each a distinct output name.
 2. Every input is read once (:func:`qcamo_jax.imageio.load_rgb`) to learn its shape and content hash;
    bad files become records with a one-line ``error`` and the rest goes on.
 3. Images are grouped by shape (each shape compiles once) and cut into batches of a fixed size per
@@ -27,7 +27,6 @@ Data contract: images are ``uint8 [H, W, 3]`` RGB pixels; scores are on the mode
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import io
 import json
@@ -42,13 +41,9 @@ import numpy as np
 from PIL import Image
 
 from qcamo_jax import fileio, imageio
+from qcamo_jax.discovery import discover_inputs, resolve_path  # noqa: F401 (discover_inputs: public here too)
 from qcamo_jax.errors import ImageFileError, QcamoError
 
-#: File extensions picked up when a folder is given (case-insensitive). Files named explicitly are
-#: always tried, whatever their extension.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".pbm"}
-)
 #: Output stems reserved for the run's own files.
 RESERVED_STEMS = frozenset({"report", "summary"})
 REPORT_JSON = "report.json"
@@ -133,72 +128,6 @@ def image_seed(sha256_hex: str, seed: int) -> int:
 # Inputs and output names.
 
 
-def _is_image_name(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _walk_images(folder: Path, exclude: Path | None) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        rootp = Path(root)
-        # Never descend into the output folder (a second run would attack its own outputs) or hidden folders.
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or _resolve(rootp / d) != exclude))
-        found.extend(rootp / f for f in sorted(files) if not f.startswith(".") and _is_image_name(f))
-    return found
-
-
-def _resolve(p: Path) -> Path:
-    try:
-        return p.resolve()
-    except OSError:
-        return p.absolute()
-
-
-def discover_inputs(specs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Path]:
-    """Expand files, folders and glob patterns into a de-duplicated list of input paths.
-
-    * a folder: every file below it with an image extension (:data:`IMAGE_EXTENSIONS`), recursively,
-      skipping hidden entries and ``exclude`` (the output folder);
-    * a glob (``*``, ``?``, ``[``; ``**`` recursive): the matching files (folders are expanded as above);
-    * anything else is kept as given, even if missing or not an image: it is then refused per file
-      with a one-line reason, so a typo never silently drops an input.
-
-    Args:
-      specs: what the user typed.
-      exclude: a folder never to read from (the output folder).
-
-    Returns:
-      Paths in the order given, folders' contents sorted, each file once (by resolved path).
-    """
-    exclude_p = _resolve(Path(exclude)) if exclude is not None else None
-    out: list[Path] = []
-    seen: set[Path] = set()
-
-    def add(p: Path):
-        key = _resolve(p)
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-
-    for spec in specs:
-        spec_s = os.fspath(spec)
-        p = Path(spec_s)
-        if p.is_dir():
-            for f in _walk_images(p, exclude_p):
-                add(f)
-        elif not os.path.lexists(spec_s) and glob.has_magic(spec_s):
-            for m in sorted(glob.glob(spec_s, recursive=True)):
-                mp = Path(m)
-                if mp.is_dir():
-                    for f in _walk_images(mp, exclude_p):
-                        add(f)
-                elif exclude_p is None or exclude_p not in _resolve(mp).parents:
-                    add(mp)
-        else:
-            add(p)
-    return out
-
-
 def output_names(paths: Sequence[Path], extension: str) -> list[str]:
     """A distinct output file name per input: ``<stem><ext>``, made unique where stems collide.
 
@@ -213,7 +142,7 @@ def output_names(paths: Sequence[Path], extension: str) -> list[str]:
     names = []
     for p, s in zip(paths, stems):
         if counts[s.lower()] > 1 or s.lower() in RESERVED_STEMS:
-            s = f"{s}-{hashlib.sha256(str(_resolve(p)).encode()).hexdigest()[:8]}"
+            s = f"{s}-{hashlib.sha256(str(resolve_path(p)).encode()).hexdigest()[:8]}"
         names.append(s + extension)
     return names
 

@@ -193,6 +193,7 @@ def test_refused_input_has_one_line_reason(corpus_run, case):
         "zero_byte": "empty", "truncated_jpeg": "truncated", "truncated_png": "truncated", "not_an_image": "not an image",
         "too_small": "smaller than the model", "decompression_bomb": "decompression bomb",
         "broken_symlink": "No such file", "no_read_permission": "Permission denied",
+        "bad_critical_crc_png": "bad CRC in the critical chunk IHDR",
     }[case]
     assert expected in rec["error"]
 
