@@ -29,6 +29,7 @@ import fnmatch
 import functools
 import glob
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -79,8 +80,11 @@ def header_format(path: str | os.PathLike) -> str | None:
     Image.init()
     for fmt in Image.ID:
         accept = Image.OPEN[fmt][1]
-        if accept is not None and prefix and accept(prefix):
-            return fmt
+        try:
+            if accept is not None and prefix and accept(prefix):
+                return fmt
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open tolerates from accept
+            continue
     return None
 
 

@@ -135,33 +135,54 @@ def _orient(rgb: np.ndarray, orientation) -> np.ndarray:
 def _open(path: str) -> Image.Image:
     """``Image.open``, with damaged ancillary PNG chunks dropped and the true reason for a refusal."""
     try:
-        return Image.open(path)
+        im = Image.open(path)
     except Image.UnidentifiedImageError:
-        pass
+        im = None
+    except (OSError, EOFError, struct.error) as exc:
+        if getattr(exc, "errno", None) is not None:
+            raise  # a real I/O error: "cannot read (...)"
+        from qcamo_jax.discovery import header_format
+
+        raise ImageFileError(_load_failure(header_format(path) or "image", exc), path) from None
     with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(_PNG_SIGNATURE):
-        repaired, dropped = drop_damaged_png_chunks(data)
+        head = f.read(len(_PNG_SIGNATURE))
+    if head == _PNG_SIGNATURE:
+        # Pillow checks the CRCs of the chunks before the image data only (and none after): check them
+        # all, as libpng does, and drop the damaged ancillary ones.
+        with open(path, "rb") as f:
+            data = f.read()
+        repaired, dropped, critical = drop_damaged_png_chunks(data)
+        if critical:
+            if im is not None:
+                im.close()
+            raise ImageFileError(f"damaged PNG file: bad CRC in the critical chunk {critical[0]}"
+                                 + (" (the image data)" if critical[0] == "IDAT" else ""), path)
         if dropped:
             try:
-                im = Image.open(io.BytesIO(repaired))
+                fixed = Image.open(io.BytesIO(repaired))
             except Image.UnidentifiedImageError:
                 pass
             else:
+                if im is not None:
+                    im.close()
                 warnings.warn(ImageFileWarning(f"{path}: ignored PNG chunk(s) with a bad CRC: {', '.join(dropped)} "
-                                               f"(ancillary, as libpng does); the pixels are intact"), stacklevel=2)
-                return im
-    raise ImageFileError(why_unidentified(data), path)
+                                               f"(ancillary, as libpng does); the image data checks out"), stacklevel=2)
+                return fixed
+    if im is not None:
+        return im
+    with open(path, "rb") as f:
+        raise ImageFileError(why_unidentified(f.read()), path)
 
 
-def drop_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str]]:
-    """Remove the ancillary chunks whose CRC is wrong from a PNG file's bytes.
+def drop_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str], list[str]]:
+    """Remove the ancillary chunks whose CRC is wrong from a PNG file's bytes (libpng's default).
 
     Returns:
-      ``(bytes, names of the chunks dropped)``; critical chunks are kept even if damaged (Pillow then
-      refuses the file, naming the chunk), and anything after a truncated chunk is kept as it was.
+      ``(bytes, names of the ancillary chunks dropped, names of the critical chunks with a bad CRC)``;
+      critical chunks are kept (the caller refuses the file), and anything after a truncated chunk is
+      kept as it was (the decoder then reports the truncation).
     """
-    out, dropped, pos = [data[:8]], [], 8
+    out, dropped, critical, pos = [data[:8]], [], [], 8
     while pos + 12 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         end = pos + 12 + length
@@ -169,13 +190,17 @@ def drop_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str]]:
             break
         kind = data[pos + 4 : pos + 8]
         (crc,) = struct.unpack(">I", data[end - 4 : end])
-        if kind[0] & 0x20 and zlib.crc32(data[pos + 4 : end - 4]) & 0xFFFFFFFF != crc:
+        damaged = zlib.crc32(data[pos + 4 : end - 4]) & 0xFFFFFFFF != crc
+        if damaged and kind[0] & 0x20:  # ancillary: first letter lower case (PNG spec 5.4)
             dropped.append(kind.decode("latin-1"))
-        else:
-            out.append(data[pos:end])
+            pos = end
+            continue
+        if damaged:
+            critical.append(kind.decode("latin-1"))
+        out.append(data[pos:end])
         pos = end
     out.append(data[pos:])
-    return b"".join(out), dropped
+    return b"".join(out), dropped, critical
 
 
 def why_unidentified(data: bytes) -> str:
@@ -191,7 +216,10 @@ def why_unidentified(data: bytes) -> str:
         factory, accept = Image.OPEN[fmt]
         if accept is None:
             continue  # these plugins accept everything; their complaint would be noise
-        verdict = accept(prefix)
+        try:
+            verdict = accept(prefix)
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open tolerates from accept
+            continue
         if not verdict:
             continue
         if isinstance(verdict, str):

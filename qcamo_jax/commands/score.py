@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise QcamoError("--batch-size must be >= 1")
-    paths = [str(p) for p in discover_inputs(args.images)]
-    if not paths:
+    inputs = [str(p) for p in discover_inputs(args.images)]
+    if not inputs:
         raise QcamoError("no input images found in " + " ".join(args.images))
     model = load_model(args.model)
     apply = jax.jit(model.apply)
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"qcamo: error: {path}: {message}", file=sys.stderr)
 
     images: dict[str, np.ndarray] = {}
-    for path in paths:
+    for path in inputs:
         try:
             image = load_rgb(path)
         except ImageFileError as exc:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             scores.update(zip(chunk, (float(s) for s in out)))
 
-    ordered = [(p, scores[p]) for p in paths if p in scores]
+    ordered = [(p, scores[p]) for p in inputs if p in scores]
     if args.json:
         print(json.dumps([{"path": p, "score": s} for p, s in ordered], indent=1))
     else:
