@@ -3,7 +3,9 @@
 Each subcommand lives in ``qcamo_jax/commands/<name>.py`` and exposes ``add_arguments(parser)`` and
 ``run(args) -> int``; heavy imports (JAX, the models) happen inside ``run`` so ``qcamo --help`` is fast.
 Any :class:`qcamo_jax.errors.QcamoError` that escapes a command is printed as one line
-(``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback.
+(``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback. A warning about an input
+file (:class:`qcamo_jax.imageio.ImageFileWarning`: a damaged PNG text chunk ignored, a file of a folder
+skipped) is printed as one line, ``qcamo: warning: <file>: <problem>``.
 """
 
 from __future__ import annotations

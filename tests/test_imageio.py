@@ -17,7 +17,7 @@ import tifffile
 from PIL import Image, ImageCms
 
 import photos
-from bad_inputs.corpus import pgm_bytes, png_break_crc, png_bytes_16bit, png_insert_chunk
+from bad_inputs.corpus import pgm_bytes, png_break_crc, png_bytes_16bit, png_insert_chunk, swapped_srgb_profile
 from qcamo_jax import cli
 from qcamo_jax.errors import ImageFileError
 from qcamo_jax.imageio import ImageFileWarning, load_rgb
@@ -202,6 +202,20 @@ def test_icc_profile_converted_to_srgb_like_imagemagick(tmp_path, profile, mode,
     untagged = np.asarray(im.convert("RGB")).astype(int)
     if mode != "L" or profile != "sgray.icc":
         assert np.abs(ours - untagged).mean() > 1  # the profile mattered
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "WEBP"])
+def test_icc_profile_with_swapped_primaries_swaps_red_and_blue(tmp_path, fmt):
+    """A profile whose red primary is sRGB's blue (and vice versa): the sRGB picture has R and B
+    exchanged, exactly (equal tone curves), whatever the container."""
+    base = photos.photo("coffee", SHAPE)
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(base).save(path, fmt, icc_profile=swapped_srgb_profile(), **({"lossless": True} if fmt == "WEBP" else {}))
+    with Image.open(path) as im:
+        stored = np.asarray(im.convert("RGB")).astype(int)
+    ours = load_rgb(path).astype(int)
+    assert np.abs(ours - stored[..., ::-1]).max() <= 1
+    assert np.abs(ours - stored).mean() > 10
 
 
 def test_damaged_icc_profile_is_ignored_with_a_warning(tmp_path):

@@ -32,6 +32,7 @@ HANDLED = (
     "dark16_pgm",
     "bad_ancillary_crc_png",
     "stereo_mpo",
+    "icc_swapped_png",
 )
 REFUSED = (
     "zero_byte",
@@ -79,6 +80,21 @@ def png_break_crc(png: bytes, kind: bytes) -> bytes:
             return png[: end - 4] + bytes(b ^ 0xFF for b in png[end - 4 : end]) + png[end:]
         pos = end
     raise ValueError(f"no {kind!r} chunk")
+
+
+def swapped_srgb_profile() -> bytes:
+    """An RGB ICC profile whose red and blue primaries are sRGB's blue and red (LittleCMS's sRGB with the
+    ``rXYZ`` and ``bXYZ`` tag entries exchanged): pixels tagged with it are, in sRGB, the same pixels with
+    R and B exchanged (all three tone curves are equal), a conversion anyone can check by eye."""
+    from PIL import ImageCms
+
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    (count,) = struct.unpack(">I", data[128:132])
+    entries = {bytes(data[132 + 12 * i : 136 + 12 * i]): 132 + 12 * i for i in range(count)}
+    r, b = entries[b"rXYZ"], entries[b"bXYZ"]
+    data[r + 4 : r + 12], data[b + 4 : b + 12] = data[b + 4 : b + 12], data[r + 4 : r + 12]
+    data[84:100] = bytes(16)  # profile ID (MD5) no longer valid: zero means "not computed"
+    return bytes(data)
 
 
 def pgm_bytes(arr: np.ndarray, maxval: int) -> bytes:
@@ -148,6 +164,7 @@ def write_corpus(folder: str | os.PathLike, base: np.ndarray, min_size: tuple[in
     files["dark16_pgm.pgm"] = pgm_bytes(np.asarray(gray, np.uint16) * 16, 65535)
     files["bad_ancillary_crc_png.png"] = png_insert_chunk(_encode(rgb, "PNG"), b"tEXt", b"Comment\x00hello", crc_ok=False)
     files["stereo_mpo.mpo"] = _encode(rgb, "MPO", quality=95, save_all=True, append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    files["icc_swapped_png.png"] = _encode(rgb, "PNG", icc_profile=swapped_srgb_profile())
     files["bad_critical_crc_png.png"] = png_break_crc(_encode(rgb, "PNG"), b"IHDR")
     files["zero_byte.jpg"] = b""
     full_jpeg = _encode(rgb, "JPEG", quality=95)
