@@ -34,6 +34,9 @@ How a file becomes those pixels (documented for users in README and docs/cli.md)
    chunk whose first letter is lower case, PNG spec 5.4) are dropped with a warning, as libpng does
    by default (``png_crc_finish``: warn and discard ancillary chunks, error on critical ones). A bad
    CRC in a critical chunk (``IHDR``, ``PLTE``, ``IDAT``) and truncated files are refused.
+   ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` stays False: it would skip those CRC checks but also fill
+   truncated image data with black silently. Other refusals name Pillow's own reason (the plugin
+   that recognises the file's first bytes is asked again, see :func:`why_unidentified`).
 
 What the outputs carry: sRGB pixels and no profile (an untagged file is sRGB to every viewer), so
 the attacked picture, the file written and the PSNR reported all describe what a viewer shows.
