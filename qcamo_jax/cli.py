@@ -3,7 +3,9 @@
 Each subcommand lives in ``qcamo_jax/commands/<name>.py`` and exposes ``add_arguments(parser)`` and
 ``run(args) -> int``; heavy imports (JAX, the models) happen inside ``run`` so ``qcamo --help`` is fast.
 Any :class:`qcamo_jax.errors.QcamoError` that escapes a command is printed as one line
-(``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback.
+(``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback. A warning about an input
+file (:class:`qcamo_jax.imageio.ImageFileWarning`: a damaged PNG text chunk ignored, a file of a folder
+skipped) is printed as one line, ``qcamo: warning: <file>: <problem>``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from qcamo_jax import __version__
 from qcamo_jax.errors import QcamoError
@@ -48,7 +51,18 @@ def _command_module(name: str):
         raise
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``); others as usual."""
+    from qcamo_jax.imageio import ImageFileWarning
+
+    if issubclass(category, ImageFileWarning):
+        print(f"qcamo: warning: {message}", file=file or sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):

@@ -25,3 +25,11 @@ class WeightFileError(QcamoError):
 
 class ImageFileError(QcamoError):
     """An input image cannot be used (not an image, truncated, too small, a decompression bomb...)."""
+
+
+class JpegCoefficientError(QcamoError, ValueError):
+    """Coefficients or tables that a baseline 8-bit JPEG cannot hold (also a ``ValueError``, as before).
+
+    Raised by :mod:`qcamo_jax.jpeg.io` before anything is written; the message names the component,
+    the first offending block and value, and the allowed range.
+    """

@@ -27,11 +27,14 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from qcamo_jax.discovery import discover_inputs
 from qcamo_jax.errors import QcamoError
 from qcamo_jax.fileio import atomic_write
 from qcamo_jax.imageio import load_rgb
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+#: Files that qcamo's own runs leave in a folder, never evaluated (``fnmatch`` patterns): the reports of
+#: ``qcamo attack`` (qcamo_jax.pipeline REPORT_JSON, REPORT_CSV, SUMMARY_PNG) and of ``qcamo evaluate``.
+OWN_FILES = ("report.json", "report.csv", "summary*.png", "evaluation.csv", "evaluation.json")
 
 #: ``name -> reencode(path) -> uint8 [H, W, 3]``: re-encode a file at the evaluation quality, decode it.
 Reencoder = Callable[[str], np.ndarray]
@@ -51,20 +54,25 @@ class Row(NamedTuple):
     ssim: float
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (reports and hidden files skipped)."""
+def list_images(folder: str | os.PathLike, ignore: Sequence[str] = OWN_FILES, skipped=None) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (:mod:`qcamo_jax.discovery` decides what an
+    image file is; ``ignore`` patterns are left out silently, every other file skipped goes to ``skipped``).
+
+    Raises:
+      QcamoError: ``folder`` is not a folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise QcamoError("not a folder", folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(discover_inputs([folder], recursive=False, ignore=ignore, skipped=skipped))
 
 
 def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike) -> tuple[list[Path], list[Path], list[Path]]:
     """Pair attacked files with originals of the same stem in ``originals_dir``.
 
     Returns:
-      ``(matched files, their originals, unmatched files)`` - unmatched ones (e.g. a run's
-      ``summary.png``) are left out of the evaluation.
+      ``(matched files, their originals, unmatched files)`` - unmatched ones are left out of the
+      evaluation.
     """
     by_stem: dict[str, Path] = {}
     for p in list_images(originals_dir):

@@ -1,33 +1,96 @@
-"""Reading input images as ``uint8 [H, W, 3]`` RGB, with one-line errors naming the file.
+"""Reading input images as ``uint8 [H, W, 3]`` sRGB, as a colour-managed viewer shows them.
 
-How odd inputs become RGB (documented for users in README):
-  * EXIF orientation is applied first (the pixels a viewer shows are the pixels attacked);
-  * grayscale (L, I;16, I, F), palette (P), CMYK, YCbCr, LAB are converted to RGB by Pillow;
-  * 16-bit images are scaled to 8 bits (v >> 8 for 16-bit integers);
-  * alpha (RGBA, LA, PA, P with transparency) is composited over white, because the quality model sees
-    opaque RGB and a JPEG cannot hold alpha.
-Problems raise :class:`qcamo_jax.errors.ImageFileError`.
+Data contract: :func:`load_rgb` returns ``uint8 [H, W, 3]`` RGB pixels in sRGB, opaque; problems raise
+:class:`qcamo_jax.errors.ImageFileError` (one line naming the file and the true reason); a file that
+decodes with a repairable defect is read and an :class:`ImageFileWarning` (one line naming the file)
+is issued through :mod:`warnings` (the CLI prints it as ``qcamo: warning: ...``).
+
+How a file becomes those pixels (documented for users in README and docs/cli.md):
+
+1. **EXIF orientation** is applied first.
+2. **Depth from what the file declares, never from the pixel values** (:func:`declared_range`):
+   8-bit modes as they are; 1-bit as 0/255; PNG 1/2/4-bit samples and PGM/PPM ``maxval`` < 255 are
+   rescaled to 0..255 by Pillow's decoders; 16-bit samples (``I;16*``; 16-bit PNG/TIFF; PGM with
+   ``maxval`` 256..65535, which Pillow rescales to 0..65535 in mode ``I``) become ``v >> 8``, the rule
+   Pillow itself applies to 16-bit RGB PNG/TIFF, so grey and colour files of the same data agree;
+   TIFF samples declared with fewer bits (``BitsPerSample`` < 16) use ``2**bits - 1`` as white;
+   32-bit unsigned TIFF (``SampleFormat`` 1) uses ``2**32 - 1``; float samples (mode ``F``: TIFF
+   ``SampleFormat`` 3, PFM) use the range the TIFF declares in ``SMinSampleValue`` /
+   ``SMaxSampleValue`` (tags 340/341), else [0, 1], the convention of float image files. Refused,
+   with the reason: signed integer samples (TIFF ``SampleFormat`` 2: no defined black and white),
+   float samples outside their range or not finite (HDR: no tone mapping is guessed), mode ``I``
+   from a format that declares no depth.
+3. **Colour**: an embedded ICC profile is applied by LittleCMS (:mod:`PIL.ImageCms`) to convert to
+   sRGB with the profile's own rendering intent, as colour-managed viewers do. A PNG ``gAMA`` chunk
+   without ``sRGB``/``iCCP`` (PNG spec 11.3.3.2: those take precedence) is applied as libpng's
+   ``png_set_gamma(2.2, file_gamma)`` does, ``out = 255 (v / 255) ** (1 / (2.2 gamma))``, unless
+   that exponent is within libpng's 5 % ``PNG_GAMMA_THRESHOLD`` of 1; ``cHRM`` is ignored. A profile
+   that is damaged or does not fit the pixels is ignored with a warning (viewers ignore it too).
+   Other colour modes (palette, CMYK, YCbCr, LAB) are converted by Pillow.
+4. **Transparency** (alpha bands, palette transparency, ``tRNS`` colour keys of grey and RGB PNGs)
+   is composited over white, after the colour conversion, because the quality model sees opaque
+   RGB and a JPEG holds no alpha.
+5. **Damaged ancillary PNG chunks** (a bad CRC in ``tEXt``, ``zTXt``, ``iTXt``, ``tIME``...: any
+   chunk whose first letter is lower case, PNG spec 5.4) are dropped with a warning, as libpng does
+   by default (``png_crc_finish``: warn and discard ancillary chunks, error on critical ones). A bad
+   CRC in a critical chunk (``IHDR``, ``PLTE``, ``IDAT``) and truncated files are refused.
+   ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` stays False: it would skip those CRC checks but also fill
+   truncated image data with black silently. Other refusals name Pillow's own reason (the plugin
+   that recognises the file's first bytes is asked again, see :func:`why_unidentified`).
+
+What the outputs carry: sRGB pixels and no profile (an untagged file is sRGB to every viewer), so
+the attacked picture, the file written and the PSNR reported all describe what a viewer shows.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import struct
 import warnings
+import zlib
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms
 
 from qcamo_jax.errors import ImageFileError
 
 #: Pillow's decompression-bomb guard, made an error rather than a warning (pixels).
 MAX_PIXELS = 89_478_485
+#: libpng ``PNG_GAMMA_THRESHOLD``: a gamma correction whose exponent is within 5 % of 1 is skipped.
+GAMMA_THRESHOLD = 0.05
+#: The display gamma PNG's gAMA is corrected to (libpng's ``PNG_DEFAULT_sRGB`` screen gamma).
+SCREEN_GAMMA = 2.2
+_EXIF_ORIENTATION = 0x0112
+#: EXIF orientation -> the transpose that shows the picture upright (Pillow's ImageOps.exif_transpose table).
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_BITS, _TIFF_SAMPLE_FORMAT, _TIFF_SMIN, _TIFF_SMAX = 258, 339, 340, 341
+#: Formats Pillow cannot read, recognised by their first bytes so the refusal says what they are.
+_UNSUPPORTED_MAGIC = (
+    (re.compile(rb"^....ftyp(heic|heix|hevc|heim|heis|hevm|hevs|mif1|msf1)", re.S), "HEIC/HEIF (Pillow needs the pillow-heif plugin)"),
+    (re.compile(rb"^(\xff\x0a|\x00\x00\x00\x0cJXL \r\n\x87\n)", re.S), "JPEG XL (not supported by Pillow)"),
+    (re.compile(rb"^%PDF"), "a PDF document, not an image"),
+    (re.compile(rb"^\s*(<\?xml[^>]*>\s*)?<svg", re.S | re.I), "SVG (vector graphics, not supported)"),
+)
+
+
+class ImageFileWarning(UserWarning):
+    """A file was read despite a defect (one line naming the file); issued through :mod:`warnings`."""
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read ``path`` as ``uint8 [H, W, 3]`` RGB (see module docstring for the conversions).
+    """Read ``path`` as ``uint8 [H, W, 3]`` sRGB (see the module docstring for every conversion).
 
     Raises:
-      ImageFileError: missing, unreadable, zero-byte, truncated, not an image, or too many pixels.
+      ImageFileError: missing, unreadable, zero-byte, truncated, damaged, not an image, an unsupported
+        sample format, or too many pixels; the message says which.
+
+    Warns:
+      ImageFileWarning: a damaged ancillary PNG chunk was ignored, or an ICC profile could not be used.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -38,41 +101,314 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     except OSError as exc:
         raise ImageFileError(f"cannot read ({exc.strerror or exc})", path) from None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with _open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise ImageFileError(
                         f"{im.width}x{im.height} pixels exceeds the decompression-bomb limit of {MAX_PIXELS}", path
                     )
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                return to_rgb_array(im)
+                fmt = im.format or "image"
+                try:
+                    im.load()
+                except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+                    raise ImageFileError(_load_failure(fmt, exc), path) from None
+                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+                # Depth and colour first: the file's TIFF tags and PNG chunks belong to the opened image.
+                rgb = to_rgb_array(im, path)
+        # Issued here, outside catch_warnings, so the usual once-per-message filter applies (a file read
+        # twice by the pipeline is named once).
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=2)
+        return _orient(rgb, orientation)
     except ImageFileError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageFileError(f"decompression bomb refused ({exc})", path) from None
+    except OSError as exc:
+        raise ImageFileError(f"cannot read ({exc.strerror or exc})", path) from None
+
+
+def _orient(rgb: np.ndarray, orientation) -> np.ndarray:
+    method = _ORIENT.get(orientation)
+    return rgb if method is None else np.array(Image.fromarray(rgb).transpose(method), dtype=np.uint8)
+
+
+def _open(path: str) -> Image.Image:
+    """``Image.open``, with damaged ancillary PNG chunks dropped and the true reason for a refusal."""
+    try:
+        im = Image.open(path)
     except Image.UnidentifiedImageError:
-        raise ImageFileError("not an image (format not recognised)", path) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageFileError(f"cannot decode image ({exc})", path) from None
+        im = None
+    except (OSError, EOFError, struct.error) as exc:
+        if getattr(exc, "errno", None) is not None:
+            raise  # a real I/O error: "cannot read (...)"
+        from qcamo_jax.discovery import header_format
+
+        raise ImageFileError(_load_failure(header_format(path) or "image", exc), path) from None
+    with open(path, "rb") as f:
+        head = f.read(len(_PNG_SIGNATURE))
+    if head == _PNG_SIGNATURE:
+        # Pillow checks the CRCs of the chunks before the image data only (and none after): check them
+        # all, as libpng does, and drop the damaged ancillary ones.
+        with open(path, "rb") as f:
+            data = f.read()
+        repaired, dropped, critical = drop_damaged_png_chunks(data)
+        if critical:
+            if im is not None:
+                im.close()
+            raise ImageFileError(f"damaged PNG file: bad CRC in the critical chunk {critical[0]}"
+                                 + (" (the image data)" if critical[0] == "IDAT" else ""), path)
+        if dropped:
+            try:
+                fixed = Image.open(io.BytesIO(repaired))
+            except Image.UnidentifiedImageError:
+                pass
+            else:
+                if im is not None:
+                    im.close()
+                warnings.warn(ImageFileWarning(f"{path}: ignored PNG chunk(s) with a bad CRC: {', '.join(dropped)} "
+                                               f"(ancillary, as libpng does); the image data checks out"), stacklevel=2)
+                return fixed
+    if im is not None:
+        return im
+    with open(path, "rb") as f:
+        raise ImageFileError(why_unidentified(f.read()), path)
 
 
-def to_rgb_array(im: Image.Image) -> np.ndarray:
-    """Any Pillow image -> ``uint8 [H, W, 3]`` RGB (alpha over white, 16-bit scaled to 8 bits)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(im, dtype=np.uint16)
-        im = Image.fromarray((arr >> 8).astype(np.uint8), "L")
-    elif im.mode in ("I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        im = Image.fromarray(np.clip(np.round(arr * 255.0 / hi), 0, 255).astype(np.uint8), "L")
+def drop_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str], list[str]]:
+    """Remove the ancillary chunks whose CRC is wrong from a PNG file's bytes (libpng's default).
+
+    Returns:
+      ``(bytes, names of the ancillary chunks dropped, names of the critical chunks with a bad CRC)``;
+      critical chunks are kept (the caller refuses the file), and anything after a truncated chunk is
+      kept as it was (the decoder then reports the truncation).
+    """
+    out, dropped, critical, pos = [data[:8]], [], [], 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        kind = data[pos + 4 : pos + 8]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        damaged = zlib.crc32(data[pos + 4 : end - 4]) & 0xFFFFFFFF != crc
+        if damaged and kind[0] & 0x20:  # ancillary: first letter lower case (PNG spec 5.4)
+            dropped.append(kind.decode("latin-1"))
+            pos = end
+            continue
+        if damaged:
+            critical.append(kind.decode("latin-1"))
+        out.append(data[pos:end])
+        pos = end
+    out.append(data[pos:])
+    return b"".join(out), dropped, critical
+
+
+def why_unidentified(data: bytes) -> str:
+    """The true reason Pillow could not open a file, from the plugins that recognise its first bytes.
+
+    Each Pillow plugin whose ``accept`` test passes on the header is asked to open the data again, and
+    its exception is the reason (e.g. ``PNG: bad CRC in the critical chunk IHDR``).
+    """
+    Image.init()
+    prefix = data[:16]
+    reasons = []
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is None:
+            continue  # these plugins accept everything; their complaint would be noise
+        try:
+            verdict = accept(prefix)
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open tolerates from accept
+            continue
+        if not verdict:
+            continue
+        if isinstance(verdict, str):
+            reasons.append(f"{fmt}: {verdict}")
+            continue
+        try:
+            factory(io.BytesIO(data), "")
+        except Exception as exc:  # the plugin's own reason, whatever its type
+            reasons.append(f"{fmt}: {_pillow_reason(exc)}")
+        else:
+            reasons.append(f"{fmt}: Pillow recognises the format but refused the file")
+    if reasons:
+        return "damaged or unsupported image (" + "; ".join(reasons) + ")"
+    for pattern, name in _UNSUPPORTED_MAGIC:
+        if pattern.match(data[:256]):
+            return f"not readable: {name}"
+    return f"not an image (format not recognised; it starts with {data[:8]!r})"
+
+
+def _pillow_reason(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    m = re.search(r"bad header checksum in b'(\w{4})'", msg)
+    if m:
+        return f"bad CRC in the critical chunk {m.group(1)}"
+    m = re.search(r"incomplete checksum in b'(\w{4})'", msg)
+    if m:
+        return f"truncated in the chunk {m.group(1)}"
+    if msg == "unknown pixel mode":
+        return "a sample layout Pillow cannot decode (e.g. 64-bit or 16-bit float, or float colour samples)"
+    return msg
+
+
+def _load_failure(fmt: str, exc: BaseException) -> str:
+    """One line for an exception raised while decoding the pixels of an opened file."""
+    msg = _pillow_reason(exc)
+    low = msg.lower()
+    if isinstance(exc, (EOFError, struct.error)) or "truncated" in low or "premature end" in low or "incomplete" in low:
+        return f"truncated {fmt} file: the image data ends early ({msg})"
+    if "crc" in low or "checksum" in low:
+        return f"damaged {fmt} file: {msg}"
+    if "decoder" in low and "not available" in low:
+        return f"{fmt} file that this Pillow build cannot decode ({msg})"
+    return f"cannot decode the {fmt} image data ({msg})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixels.
+
+
+def declared_range(im: Image.Image) -> tuple[float, float]:
+    """Black and white levels of a single-band ``I;16*``, ``I`` or ``F`` image, from what its file declares.
+
+    Returns:
+      ``(black, white)`` in the units of ``np.asarray(im)`` (see the module docstring, rule 2).
+
+    Raises:
+      ValueError: signed integer samples, or mode ``I`` from a format that declares no depth (the
+        message is the reason the file is refused).
+    """
+    tags = getattr(im, "tag_v2", None) if im.format == "TIFF" else None
+
+    def first(tag):
+        value = None if tags is None else tags.get(tag)
+        return value[0] if isinstance(value, tuple) and value else value
+
+    bits, sample_format = first(_TIFF_BITS), first(_TIFF_SAMPLE_FORMAT) or 1
+    if sample_format == 2:
+        raise ValueError(f"signed {bits or ''}-bit integer samples (TIFF SampleFormat 2) have no defined black and "
+                         f"white level; save it as unsigned or 8/16-bit")
+    if im.mode == "F":
+        lo, hi = first(_TIFF_SMIN), first(_TIFF_SMAX)
+        return (0.0, 1.0) if lo is None or hi is None or hi <= lo else (float(lo), float(hi))
+    if im.mode.startswith("I;16"):
+        return 0.0, float(2 ** bits - 1) if tags is not None and bits and bits < 16 else 65535.0
+    if im.mode == "I":
+        if tags is not None and bits == 32:
+            return 0.0, float(2**32 - 1)
+        if tags is not None and bits and bits <= 16:
+            return 0.0, float(2**bits - 1)
+        if im.format in ("PNG", "PPM"):  # 16-bit grey PNG (older Pillow) and PGM maxval > 255 (rescaled)
+            return 0.0, 65535.0
+        raise ValueError(f"32-bit integer samples from {im.format or 'this format'} declare no white level")
+    raise ValueError(f"mode {im.mode} is not a single-band high-depth mode")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """``I;16*``, ``I`` or ``F`` -> ``L`` by the declared range (module docstring, rule 2)."""
+    black, white = declared_range(im)
+    arr = np.asarray(im)
+    if im.mode == "I" and white == 2**32 - 1:
+        arr = arr.view(np.uint32)  # Pillow reads unsigned 32-bit TIFF samples into int32
+    if im.mode == "F":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("float samples include NaN or infinity")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < black or hi > white:
+            raise ValueError(f"float samples span [{lo:g}, {hi:g}], outside their range [{black:g}, {white:g}] "
+                             f"(high dynamic range: no tone mapping is guessed)")
+    if white == 65535.0:
+        out = arr.astype(np.uint32) >> 8  # Pillow's own 16 -> 8 bit rule for RGB;16 PNG and TIFF
+    else:
+        out = np.round((arr.astype(np.float64) - black) * 255.0 / (white - black))
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "L")
+
+
+def _colour_key_alpha(im: Image.Image) -> np.ndarray | None:
+    """``uint8 [H, W]`` alpha (0 where the pixel equals the tRNS colour key), or None without a key."""
+    key = im.info.get("transparency")
+    if key is None or im.mode not in ("1", "L", "RGB", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return None
+    if isinstance(key, bytes):  # a tRNS chunk Pillow could not parse as a key
+        return None
+    arr = np.asarray(im)
+    if im.mode == "1":
+        arr = arr.astype(np.uint8)
+    key = np.asarray(key)
+    hit = np.all(arr == key, axis=-1) if arr.ndim == 3 else arr == key
+    return np.where(hit, 0, 255).astype(np.uint8)
+
+
+def _to_srgb(im: Image.Image, info: dict, path: str | None) -> Image.Image:
+    """Colour bands (L, RGB, CMYK, ...) -> RGB in sRGB: ICC profile, else PNG gAMA, else Pillow."""
+    icc = info.get("icc_profile")
+    if icc:
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            intent = ImageCms.getDefaultIntent(src)
+            return ImageCms.profileToProfile(im, src, _srgb_profile(), renderingIntent=intent, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+            warnings.warn(ImageFileWarning(f"{path or 'image'}: embedded ICC profile ignored "
+                                           f"({' '.join(str(exc).split())}): pixels read as sRGB"), stacklevel=2)
+    gamma = info.get("gamma")
+    if gamma and "srgb" not in info and im.mode in ("L", "RGB"):
+        exponent = 1.0 / (SCREEN_GAMMA * float(gamma))
+        if abs(exponent - 1.0) > GAMMA_THRESHOLD:
+            lut = np.round(255.0 * (np.arange(256) / 255.0) ** exponent).astype(np.uint8)
+            im = im.point(lut.tolist() * len(im.getbands()))
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+_SRGB = None
+
+
+def _srgb_profile():
+    global _SRGB
+    if _SRGB is None:
+        _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return _SRGB
+
+
+def to_rgb_array(im: Image.Image, path: str | None = None) -> np.ndarray:
+    """Any Pillow image -> ``uint8 [H, W, 3]`` sRGB, opaque (module docstring, rules 2-4).
+
+    Args:
+      im: an opened, loaded Pillow image (its ``info`` and TIFF tags are read).
+      path: for messages only.
+
+    Raises:
+      ImageFileError: a sample format whose meaning the file does not declare (``path`` named).
+    """
+    info = dict(im.info)
+    alpha = None
     if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA" if "transparency" in info else "RGB")
+    elif im.mode == "PA":
         im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.array(im, dtype=np.uint8)
+    if im.mode in ("RGBA", "LA", "RGBa", "La"):
+        if im.mode in ("RGBa", "La"):
+            im = im.convert("RGBA" if im.mode == "RGBa" else "LA")
+        alpha = np.asarray(im.getchannel("A"))
+        im = im.convert("RGB" if im.mode == "RGBA" else "L")
+    else:
+        alpha = _colour_key_alpha(im)
+    try:
+        if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+            im = _to_8bit(im)
+    except ValueError as exc:
+        raise ImageFileError(f"unsupported samples: {exc}", path) from None
+    if im.mode == "1":
+        im = im.convert("L")
+    if im.mode not in ("L", "RGB", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        raise ImageFileError(f"unsupported pixel mode {im.mode}", path)
+    im = _to_srgb(im, info, path)
+    rgb = np.array(im, dtype=np.uint8)
+    if alpha is not None and alpha.min(initial=255) < 255:
+        rgba = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = np.array(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+    return rgb

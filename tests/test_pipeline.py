@@ -193,6 +193,7 @@ def test_refused_input_has_one_line_reason(corpus_run, case):
         "zero_byte": "empty", "truncated_jpeg": "truncated", "truncated_png": "truncated", "not_an_image": "not an image",
         "too_small": "smaller than the model", "decompression_bomb": "decompression bomb",
         "broken_symlink": "No such file", "no_read_permission": "Permission denied",
+        "bad_critical_crc_png": "bad CRC in the critical chunk IHDR",
     }[case]
     assert expected in rec["error"]
 
@@ -276,3 +277,15 @@ def test_reference_reencoding_matches_imagemagick(tmp_path):
     ours = pipeline.reencode_reference(img, 90)
     theirs = imageio.load_rgb(tmp_path / "a.jpg")
     assert np.array_equal(ours, theirs)
+
+
+def test_icc_tagged_input_is_attacked_as_shown_and_output_is_untagged_srgb(corpus_run):
+    """Issue 13 kind 4: the input's profile (red and blue primaries exchanged) is applied before the
+    attack; the output holds sRGB pixels and no profile, and PSNR compares what a viewer shows."""
+    rec = _record(corpus_run, corpus_run["files"]["icc_swapped_png"])
+    with Image.open(rec["output"]) as im:
+        assert "icc_profile" not in im.info
+        out = np.asarray(im.convert("RGB")).astype(float)
+    shown = corpus_run["base"][..., ::-1].astype(float)
+    assert np.abs(out - shown).mean() < 3 < np.abs(out - corpus_run["base"]).mean()
+    assert rec["psnr"] > 30

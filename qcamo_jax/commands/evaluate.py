@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise QcamoError(f"--batch-size must be >= 1, got {args.batch_size}")
     names = evaluate.DEFAULT_ENCODERS if args.encoders is None else tuple(n for n in args.encoders.split(",") if n)
-    files, originals, unmatched = evaluate.match_originals(evaluate.list_images(args.dir), args.originals)
+    stem = Path(args.out) if args.out else Path(args.dir) / "evaluation"
+    own = (*evaluate.OWN_FILES, f"{stem.name.lower()}.csv", f"{stem.name.lower()}.json")
+    files, originals, unmatched = evaluate.match_originals(evaluate.list_images(args.dir, ignore=own), args.originals)
     if unmatched:
         print(f"qcamo: skipping {len(unmatched)} file(s) without an original: {', '.join(p.name for p in unmatched[:5])}"
               + (" ..." if len(unmatched) > 5 else ""), file=sys.stderr)
@@ -54,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     print(evaluate.format_table(rows, summary))
     meta = {"model": model.name, "quality": quality, "encoders": list(reencoders),
             "target": None if args.relative_target is not None else args.target, "relative_target": args.relative_target}
-    stem = Path(args.out) if args.out else Path(args.dir) / "evaluation"
     csv_path, json_path = evaluate.write_reports(stem, rows, summary, meta)
     print(f"qcamo: wrote {csv_path} and {json_path}", file=sys.stderr)
     return 0

@@ -1,5 +1,8 @@
 """``qcamo score [--model MODEL] [--json] IMAGE...``: one quality score per image.
 
+``IMAGE`` can be files, folders and glob patterns, expanded as for ``qcamo attack``
+(:mod:`qcamo_jax.discovery`: every file of a folder that is skipped is named with its reason).
+
 Images are scored at their own size, as the original models do when fed an image (no resizing): the
 Keras KonCept512 ends in a global average pool and accepts any size >= 75x75; the MediaEval variant only
 accepts sizes whose final map is 8..15 pixels a side (about 299..555 pixels), see docs/models.md. A file
@@ -15,7 +18,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("images", metavar="IMAGE", nargs="+",
+                        help="image files, folders (searched recursively) or glob patterns")
     parser.add_argument("--model", default="default",
                         help="converted .safetensors file, 'default' (the embedded model) or 'tiny-random' (tests)")
     parser.add_argument("--json", action="store_true", help='print a JSON list of {"path": ..., "score": ...}')
@@ -26,12 +30,16 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from qcamo_jax.discovery import discover_inputs
     from qcamo_jax.errors import ImageFileError, QcamoError
     from qcamo_jax.imageio import load_rgb
     from qcamo_jax.models.hub import load_model
 
     if args.batch_size < 1:
         raise QcamoError("--batch-size must be >= 1")
+    inputs = [str(p) for p in discover_inputs(args.images)]
+    if not inputs:
+        raise QcamoError("no input images found in " + " ".join(args.images))
     model = load_model(args.model)
     apply = jax.jit(model.apply)
     failed = 0
@@ -42,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"qcamo: error: {path}: {message}", file=sys.stderr)
 
     images: dict[str, np.ndarray] = {}
-    for path in args.images:
+    for path in inputs:
         try:
             image = load_rgb(path)
         except ImageFileError as exc:
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             scores.update(zip(chunk, (float(s) for s in out)))
 
-    ordered = [(p, scores[p]) for p in args.images if p in scores]
+    ordered = [(p, scores[p]) for p in inputs if p in scores]
     if args.json:
         print(json.dumps([{"path": p, "score": s} for p, s in ordered], indent=1))
     else:

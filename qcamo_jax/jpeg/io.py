@@ -19,8 +19,9 @@ import tempfile
 
 import numpy as np
 
-from qcamo_jax.errors import ImageFileError
+from qcamo_jax.errors import ImageFileError, JpegCoefficientError
 from qcamo_jax.fileio import atomic_write_bytes
+from qcamo_jax.jpeg.tables import coefficient_range
 
 #: libjpeg version used by jpeglib for writing/reading coefficient files.
 LIBJPEG_VERSION = "6b"
@@ -33,29 +34,34 @@ def _check_coefficients(coeffs) -> list[np.ndarray]:
 
     h, w, sub = coeffs.height, coeffs.width, coeffs.subsampling
     if sub not in _SAMP:
-        raise ValueError(f"subsampling must be '444' or '420', got {sub!r}")
+        raise JpegCoefficientError(f"subsampling must be '444' or '420', got {sub!r}")
     if not (1 <= h <= 65500 and 1 <= w <= 65500):
-        raise ValueError(f"JPEG size must be 1..65500 pixels per side, got {h}x{w}")
+        raise JpegCoefficientError(f"JPEG size must be 1..65500 pixels per side, got {h}x{w}")
+    for name, qt in (("qt_luma", coeffs.qt_luma), ("qt_chroma", coeffs.qt_chroma)):
+        qt = np.asarray(qt)
+        if qt.shape != (8, 8) or qt.min() < 1 or qt.max() > 255:
+            raise JpegCoefficientError(f"{name} must be int [8, 8] with entries in 1..255 (baseline), got shape "
+                                       f"{qt.shape}")
+    # The widest range (table entry 1) is the Huffman coder's limit; see tables.coefficient_range.
+    lo, hi = coefficient_range(np.ones((8, 8), np.int64))
     grids = block_grid(h, w, sub)
     comps = []
     for name, z, grid in zip(("y", "cb", "cr"), coeffs.components, (grids[0], grids[1], grids[1])):
         z = np.asarray(z)
         want = (*grid, 8, 8)
         if z.shape != want:
-            raise ValueError(f"coefficients {name} must be int [{want[0]}, {want[1]}, 8, 8] for a {h}x{w} "
-                             f"{sub} image, got shape {z.shape}")
+            raise JpegCoefficientError(f"coefficients {name} must be int [{want[0]}, {want[1]}, 8, 8] for a {h}x{w} "
+                                       f"{sub} image, got shape {z.shape}")
         if z.dtype.kind not in "iu":
-            raise ValueError(f"coefficients {name} must be an integer array [hb, wb, 8, 8], got {z.dtype}")
-        ac = z.copy()
-        ac[..., 0, 0] = 0
-        dc = z[..., 0, 0]
-        if np.abs(ac).max(initial=0) > 1023 or dc.min(initial=0) < -1024 or dc.max(initial=0) > 1023:
-            raise ValueError(f"coefficients {name} out of the baseline range (AC in -1023..1023, DC in -1024..1023)")
+            raise JpegCoefficientError(f"coefficients {name} must be an integer array [hb, wb, 8, 8], got {z.dtype}")
+        bad = (z < lo) | (z > hi)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise JpegCoefficientError(
+                f"coefficients {name} out of the baseline range (AC in {lo[0, 1]}..{hi[0, 1]}, DC in {lo[0, 0]}.."
+                f"{hi[0, 0]}): {int(bad.sum())} value(s), the first {int(z[where])} at block {where[:2]} "
+                f"frequency {where[2:]}")
         comps.append(z.astype(np.int16))
-    for name, qt in (("qt_luma", coeffs.qt_luma), ("qt_chroma", coeffs.qt_chroma)):
-        qt = np.asarray(qt)
-        if qt.shape != (8, 8) or qt.min() < 1 or qt.max() > 255:
-            raise ValueError(f"{name} must be int [8, 8] with entries in 1..255 (baseline), got shape {qt.shape}")
     return comps
 
 
@@ -63,8 +69,9 @@ def jpeg_bytes(coeffs) -> bytes:
     """Serialize :class:`~qcamo_jax.jpeg.codec.JpegCoefficients` (one image, no batch axis) as JPEG bytes.
 
     Raises:
-      ValueError: wrong block grid for the image size, non-integer or out-of-range coefficients, tables
-        outside 1..255.
+      JpegCoefficientError: (a ``ValueError``) wrong block grid for the image size, non-integer
+        coefficients, coefficients outside :func:`qcamo_jax.jpeg.tables.coefficient_range` for table
+        entry 1 (the format's limit), tables outside 1..255.
     """
     import jpeglib
 
@@ -82,8 +89,16 @@ def jpeg_bytes(coeffs) -> bytes:
 
 
 def write_jpeg(path: str | os.PathLike, coeffs) -> None:
-    """Write a .jpg holding exactly ``coeffs`` (atomically, see :mod:`qcamo_jax.fileio`)."""
-    atomic_write_bytes(path, jpeg_bytes(coeffs))
+    """Write a .jpg holding exactly ``coeffs`` (atomically, see :mod:`qcamo_jax.fileio`).
+
+    Raises:
+      JpegCoefficientError: as :func:`jpeg_bytes`, naming ``path``; nothing is written.
+    """
+    try:
+        data = jpeg_bytes(coeffs)
+    except JpegCoefficientError as exc:
+        raise JpegCoefficientError(exc.message, path) from None
+    atomic_write_bytes(path, data)
 
 
 def read_jpeg_coefficients(path: str | os.PathLike):

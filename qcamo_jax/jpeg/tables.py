@@ -125,3 +125,42 @@ def float_divisors(qt: np.ndarray) -> np.ndarray:
     """libjpeg 6b FLOAT reciprocals ``(float)(1 / (q * s_v * s_u * 8))`` (computed in double). float32 [8, 8]."""
     q = np.asarray(qt, np.float64)
     return (1.0 / (q * np.outer(AAN_SCALE_FACTORS, AAN_SCALE_FACTORS) * 8.0)).astype(np.float32)
+
+
+#: The legal range of an unquantized DCT coefficient of 8-bit samples, in DCT units (libjpeg 6b
+#: ``jchuff.c``: "The legal range of a DCT coefficient is -1024 .. +1023 for 8-bit data"; ITU-T T.81
+#: F.1.2.1 and Tables F.1 / F.2: baseline DC differences have magnitude categories 0..11, AC
+#: coefficients 1..10).
+DCT_RANGE = (-1024, 1023)
+#: ``jchuff.c`` ``MAX_COEF_BITS = 10`` for 8-bit data: an AC coefficient needs at most 10 magnitude
+#: bits, so ``|z| <= 1023`` (libjpeg stops with ``JERR_BAD_DCT_COEF`` otherwise).
+MAX_AC = 1023
+
+
+def coefficient_range(table):
+    """The quantized integers ``z`` a baseline 8-bit JPEG can hold for each entry of a quantization table.
+
+    ``z`` must be what libjpeg's quantizer (``jcdctmgr.c``: ``(|F| + q/2) / q`` with the sign put
+    back) can make of a legal DCT value ``F`` in :data:`DCT_RANGE`, i.e.
+    ``-((1024 + q // 2) // q) <= z <= (1023 + q // 2) // q``, and an AC coefficient also needs
+    ``|z| <= 1023`` (:data:`MAX_AC`). With ``q = 1`` this is the Huffman coder's own limit (DC in
+    -1024..1023, so any two DC values differ by at most 2047, the 11-bit category limit of T.81
+    Table F.1; AC in -1023..1023). For larger ``q`` it is narrower: a coefficient outside it can
+    never be written by an encoder reading 8-bit pixels, so re-encoding a decoded file could never
+    give it back. Black 8x8 blocks reach the end of the range (DC ``-1024 / q``).
+
+    Args:
+      table: int ``[..., 8, 8]`` quantization table(s) (natural order, entries >= 1), numpy or jax;
+        float arrays of integer values are accepted (the DCT quantizer keeps steps as float32).
+
+    Returns:
+      ``(lo, hi)``: arrays of ``table``'s shape and kind (numpy or jax), inclusive bounds; the DC
+      entry is ``[..., 0, 0]``.
+    """
+    q = table
+    lo = -((-DCT_RANGE[0] + q // 2) // q)
+    hi = (DCT_RANGE[1] + q // 2) // q
+    ac = (np.arange(64).reshape(8, 8) != 0)
+    lo = lo + (lo < -MAX_AC) * ac * (-MAX_AC - lo)  # array-library agnostic max(lo, -1023) on AC entries
+    hi = hi - (hi > MAX_AC) * ac * (hi - MAX_AC)
+    return lo, hi

@@ -33,7 +33,7 @@ Data contract: images are ``uint8 [H, W, 3]`` RGB pixels; scores are on the mode
 
 from qcamo_jax.pipeline.batch import BatchRunner
 from qcamo_jax.pipeline.engine import AttackEngine, Encoded, Engine, attack_config, make_engine
-from qcamo_jax.pipeline.inputs import IMAGE_EXTENSIONS, discover_inputs, load_input, probe_input
+from qcamo_jax.pipeline.inputs import discover_inputs, load_input, probe_input
 from qcamo_jax.pipeline.outputs import (CRASH_ENV, REPORT_CSV, REPORT_JSON, RESERVED_STEMS, SUMMARY_PNG, decode_output,
                                         encode_png, output_names, prepare_output_dir, reencode_reference)
 from qcamo_jax.pipeline.plan import Item, engine_batch, job_fingerprint, plan_batches
@@ -45,7 +45,7 @@ from qcamo_jax.pipeline.settings import (DEFAULT_MARGIN, METHODS, QUANTIZERS, RE
 from qcamo_jax.record import FIELDS, empty_record
 
 __all__ = [
-    "AttackEngine", "BatchRunner", "CRASH_ENV", "DEFAULT_MARGIN", "Encoded", "Engine", "FIELDS", "IMAGE_EXTENSIONS",
+    "AttackEngine", "BatchRunner", "CRASH_ENV", "DEFAULT_MARGIN", "Encoded", "Engine", "FIELDS",
     "Item", "METHODS", "QUANTIZERS", "REFERENCE_ENCODER", "REFERENCE_QUALITY", "REPORT_CSV", "REPORT_JSON",
     "RESERVED_STEMS", "RunResult", "SUMMARY_PNG", "Scorer", "Settings", "attack_config", "decode_output",
     "discover_inputs", "distortion", "empty_record", "encode_png", "engine_batch", "image_seed", "job_fingerprint",

@@ -24,7 +24,7 @@ from PIL import Image
 
 from qcamo_jax import imageio
 from qcamo_jax.errors import QcamoError
-from qcamo_jax.pipeline.inputs import _resolve
+from qcamo_jax.discovery import resolve_path
 from qcamo_jax.pipeline.settings import REFERENCE_ENCODER, REFERENCE_QUALITY
 
 #: Output stems reserved for the run's own files.
@@ -48,7 +48,7 @@ def output_names(paths: Sequence[Path], extension: str) -> list[str]:
     names = []
     for p, s in zip(paths, stems):
         if counts[s.lower()] > 1 or s.lower() in RESERVED_STEMS:
-            s = f"{s}-{hashlib.sha256(str(_resolve(p)).encode()).hexdigest()[:8]}"
+            s = f"{s}-{hashlib.sha256(str(resolve_path(p)).encode()).hexdigest()[:8]}"
         names.append(s + extension)
     return names
 

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcamo_jax.jpeg import codec
+from qcamo_jax.jpeg import codec, tables
 from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn, search_flips
 
 DCT_METHODS = ("islow", "ifast")
@@ -176,6 +176,12 @@ def plan_candidate(plan: DCTPlan, k: jax.Array, max_steps: int = 1):
     pos = plan.direction * plan.r + lam * plan.abs_g / (2.0 * plan.delta)
     steps = jnp.clip(jnp.floor(pos + 0.5), 1, max_steps).astype(jnp.int32)
     z = plan.z0 + jnp.where(plan.rank < k, plan.direction * steps, 0)
+    # A step past the range a baseline 8-bit JPEG holds (e.g. DC -1024 of a black block at q = 1) is
+    # a coefficient no encoder could give back: clip to it (tables.coefficient_range).
+    ranges = [tables.coefficient_range(q) for q in plan.plain.tables]
+    lo = _flat([jnp.broadcast_to(r[0], c.shape) for r, c in zip(ranges, plan.plain.components)])
+    hi = _flat([jnp.broadcast_to(r[1], c.shape) for r, c in zip(ranges, plan.plain.components)])
+    z = jnp.clip(z, lo, hi)
     return plan.plain.replace(**dict(zip(("y", "cb", "cr"), _unflat(z, plan.plain.components)))), lam
 
 

@@ -28,6 +28,11 @@ HANDLED = (
     "rgb16_png",
     "exif_rotated_jpeg",
     "odd_size_png",
+    "colour_key_png",
+    "dark16_pgm",
+    "bad_ancillary_crc_png",
+    "stereo_mpo",
+    "icc_swapped_png",
 )
 REFUSED = (
     "zero_byte",
@@ -38,6 +43,7 @@ REFUSED = (
     "decompression_bomb",
     "broken_symlink",
     "no_read_permission",
+    "bad_critical_crc_png",
 )
 
 
@@ -54,6 +60,49 @@ def png_bytes_16bit(arr: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + rows[i * stride:(i + 1) * stride] for i in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+
+
+def png_insert_chunk(png: bytes, kind: bytes, data: bytes, crc_ok: bool = True) -> bytes:
+    """``png`` with a chunk inserted right after IHDR (its CRC deliberately wrong if ``crc_ok`` is False)."""
+    chunk = _png_chunk(kind, data)
+    if not crc_ok:
+        chunk = chunk[:-4] + bytes(b ^ 0xFF for b in chunk[-4:])
+    return png[:33] + chunk + png[33:]
+
+
+def png_break_crc(png: bytes, kind: bytes) -> bytes:
+    """``png`` with the CRC of its first ``kind`` chunk flipped (the chunk's data untouched)."""
+    pos = 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        end = pos + 12 + length
+        if png[pos + 4 : pos + 8] == kind:
+            return png[: end - 4] + bytes(b ^ 0xFF for b in png[end - 4 : end]) + png[end:]
+        pos = end
+    raise ValueError(f"no {kind!r} chunk")
+
+
+def swapped_srgb_profile() -> bytes:
+    """An RGB ICC profile whose red and blue primaries are sRGB's blue and red (LittleCMS's sRGB with the
+    ``rXYZ`` and ``bXYZ`` tag entries exchanged): pixels tagged with it are, in sRGB, the same pixels with
+    R and B exchanged (all three tone curves are equal), a conversion anyone can check by eye."""
+    from PIL import ImageCms
+
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    (count,) = struct.unpack(">I", data[128:132])
+    entries = {bytes(data[132 + 12 * i : 136 + 12 * i]): 132 + 12 * i for i in range(count)}
+    r, b = entries[b"rXYZ"], entries[b"bXYZ"]
+    data[r + 4 : r + 12], data[b + 4 : b + 12] = data[b + 4 : b + 12], data[r + 4 : r + 12]
+    data[84:100] = bytes(16)  # profile ID (MD5) no longer valid: zero means "not computed"
+    return bytes(data)
+
+
+def pgm_bytes(arr: np.ndarray, maxval: int) -> bytes:
+    """A binary PGM (``[H, W]``) or PPM (``[H, W, 3]``) with the given ``maxval`` (values must be <= it)."""
+    magic = b"P5" if arr.ndim == 2 else b"P6"
+    h, w = arr.shape[:2]
+    dtype = ">u2" if maxval > 255 else "u1"
+    return magic + f"\n{w} {h}\n{maxval}\n".encode() + np.ascontiguousarray(arr).astype(dtype).tobytes()
 
 
 def bomb_png_bytes(width: int = 20000, height: int = 20000) -> bytes:
@@ -107,6 +156,16 @@ def write_corpus(folder: str | os.PathLike, base: np.ndarray, min_size: tuple[in
     files["exif_rotated_jpeg.jpg"] = _encode(stored, "JPEG", quality=95, exif=exif.tobytes())
     odd = rgb.resize((w - 3, h - 5)) if (w > min_size[1] + 3 and h > min_size[0] + 5) else rgb
     files["odd_size_png.png"] = _encode(odd, "PNG")
+    # tRNS colour key (pure black is transparent), as cases/rgb_colour_key.png.
+    keyed = base.copy()
+    keyed[h // 3 : h // 2] = 0
+    files["colour_key_png.png"] = _encode(Image.fromarray(keyed), "PNG", transparency=(0, 0, 0))
+    # A dark 16-bit exposure (values 0..4095 of 65535), as cases/dark16.pgm.
+    files["dark16_pgm.pgm"] = pgm_bytes(np.asarray(gray, np.uint16) * 16, 65535)
+    files["bad_ancillary_crc_png.png"] = png_insert_chunk(_encode(rgb, "PNG"), b"tEXt", b"Comment\x00hello", crc_ok=False)
+    files["stereo_mpo.mpo"] = _encode(rgb, "MPO", quality=95, save_all=True, append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    files["icc_swapped_png.png"] = _encode(rgb, "PNG", icc_profile=swapped_srgb_profile())
+    files["bad_critical_crc_png.png"] = png_break_crc(_encode(rgb, "PNG"), b"IHDR")
     files["zero_byte.jpg"] = b""
     full_jpeg = _encode(rgb, "JPEG", quality=95)
     files["truncated_jpeg.jpg"] = full_jpeg[: len(full_jpeg) // 2]

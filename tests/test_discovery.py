@@ -1,0 +1,146 @@
+"""One definition of "an image file" for every command (issue 13, kind 6), judged against Pillow itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import photos
+from qcamo_jax import cli, discovery, evaluate, pipeline
+from qcamo_jax.imageio import ImageFileWarning
+
+CASES = Path(__file__).parent / "data" / "cases"
+
+
+def _save_any(path: Path, fmt: str) -> bool:
+    """Write a small picture in ``fmt`` trying the modes a format may demand; False if Pillow cannot."""
+    rgb = Image.fromarray(photos.photo("coffee", (32, 32)))
+    for im in (rgb, rgb.convert("L"), rgb.convert("1"), rgb.convert("P"), rgb.convert("RGBA")):
+        buf = io.BytesIO()
+        try:
+            im.save(buf, fmt)
+        except Exception:  # a format that refuses this mode (or needs an external tool): try the next
+            continue
+        path.write_bytes(buf.getvalue())
+        return True
+    return False
+
+
+def _pillow_decodes(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # the reference's verdict, whatever the reason
+        return False
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """Every extension Pillow registers and can write, plus non-images, hidden and odd entries."""
+    Image.init()
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    written = {}
+    for ext, fmt in sorted(Image.registered_extensions().items()):
+        if fmt in Image.SAVE:
+            p = root / f"x{ext.replace('.', '_')}{ext}"
+            if _save_any(p, fmt):
+                written[p] = fmt
+    jpeg = io.BytesIO()
+    Image.fromarray(photos.photo("rocket", (32, 32))).save(jpeg, "JPEG")
+    (root / "IMG_0001").write_bytes(jpeg.getvalue())  # no extension: found by its header
+    (root / "photo.jpg_large").write_bytes(jpeg.getvalue())  # an unregistered extension
+    (root / "sub" / "deep.PNG").write_bytes(_png())
+    shutil.copy(CASES / "stereo.mpo", root / "stereo.mpo")
+    others = {
+        root / "notes.txt": "not an image file",
+        root / "data.csv": "not an image file",
+        root / "noext": "not an image file",
+        root / "empty": "empty file",
+        root / ".hidden.png": "hidden file",
+        root / ".thumbs": "hidden folder",
+        root / "table.h5": "HDF5",
+    }
+    (root / "notes.txt").write_text("hello\n")
+    (root / "data.csv").write_text("a,b\n1,2\n")
+    (root / "noext").write_bytes(b"\x00\x01\x02 plain bytes")
+    (root / "empty").write_bytes(b"")
+    (root / ".hidden.png").write_bytes(_png())
+    (root / ".thumbs").mkdir()
+    (root / ".thumbs" / "t.png").write_bytes(_png())
+    (root / "table.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    return root, written, others
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(photos.photo("chelsea", (32, 32))).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_every_file_pillow_decodes_is_found_and_every_other_is_named(folder):
+    root, written, others = folder
+    skipped = []
+    got = discovery.discover_inputs([root], skipped=lambda p, why: skipped.append((p, why)))
+    # Pillow is the reference: every file it decodes is an input; every other file is skipped with a reason.
+    for p, fmt in written.items():
+        assert (p in got) == _pillow_decodes(p), (p.name, fmt)
+    assert len([p for p in written if p in got]) >= 25  # most of Pillow's writable formats
+    for extra in ("IMG_0001", "photo.jpg_large", "stereo.mpo", "sub/deep.PNG"):
+        assert root / extra in got, extra
+    reasons = dict(skipped)
+    for p, why in others.items():
+        assert why in reasons.get(p, ""), (p.name, reasons.get(p))
+    assert not any(".thumbs" in str(p) for p in got) and root / ".thumbs" / "t.png" not in reasons
+    for p in written:  # written but not decodable (e.g. PDF: Pillow writes it, cannot read it) -> named
+        if p not in got:
+            assert reasons.get(p), p.name
+    assert set(got) | set(reasons) == {p for p in root.rglob("*") if ".thumbs/" not in str(p) and p != root / "sub"}
+
+
+def test_default_log_is_one_warning_per_skipped_file(folder):
+    root, _, others = folder
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline.discover_inputs([root])  # still importable from pipeline
+    msgs = [str(w.message) for w in caught if issubclass(w.category, ImageFileWarning)]
+    for p in others:
+        assert sum(str(p) + ": skipped: " in m for m in msgs) == 1, p
+    assert all("\n" not in m for m in msgs)
+
+
+def test_evaluate_ignores_run_reports_and_uses_the_same_definition(folder, tmp_path):
+    root, _, _ = folder
+    for name in (pipeline.REPORT_JSON, pipeline.REPORT_CSV, pipeline.SUMMARY_PNG, "summary-2.png",
+                 "evaluation.csv", "evaluation.json"):
+        (root / name).write_bytes(_png() if name.endswith(".png") else b"{}")
+    skipped = []
+    listed = evaluate.list_images(root, skipped=lambda p, why: skipped.append(p))
+    flat = [p for p in discovery.discover_inputs([root], recursive=False, skipped=lambda *a: None)
+            if not p.name.startswith(("report", "summary", "evaluation"))]
+    assert listed == sorted(flat)
+    assert root / "stereo.mpo" in listed and root / "sub" / "deep.PNG" not in listed
+    assert not any(p.name.startswith(("report", "summary", "evaluation")) for p in listed + skipped)
+
+
+def test_score_accepts_a_folder(tiny_checkpoint, tmp_path, capsys):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name in ("astronaut", "chelsea"):
+        Image.fromarray(photos.photo(name, (96, 128))).save(d / f"{name}.png")
+    shutil.copy(CASES / "stereo.mpo", d / "stereo.mpo")
+    (d / "notes.txt").write_text("hi")
+    assert cli.main(["score", "--model", str(tiny_checkpoint), "--json", str(d)]) == 0
+    cap = capsys.readouterr()
+    got = [Path(o["path"]).name for o in json.loads(cap.out)]
+    assert got == ["astronaut.png", "chelsea.png", "stereo.mpo"]
+    assert "notes.txt: skipped: not an image file" in cap.err
