@@ -36,6 +36,8 @@ from typing import Callable, Sequence
 
 from PIL import EpsImagePlugin, Image, ImageFile
 
+from qcamo_jax.errors import ImageFileWarning
+
 #: ``skipped(path, reason)``: told about every entry of a folder that is not read.
 SkipLog = Callable[[Path, str], None]
 
@@ -44,8 +46,6 @@ _SIZE_ONLY = {"MPEG": "Pillow reads only the size of MPEG video"}
 
 
 def _warn_skipped(path: Path, reason: str) -> None:
-    from qcamo_jax.imageio import ImageFileWarning
-
     warnings.warn(ImageFileWarning(f"{path}: skipped: {reason}"), stacklevel=3)
 
 

@@ -33,3 +33,8 @@ class JpegCoefficientError(QcamoError, ValueError):
     Raised by :mod:`qcamo_jax.jpeg.io` before anything is written; the message names the component,
     the first offending block and value, and the allowed range.
     """
+
+
+class ImageFileWarning(UserWarning):
+    """An input file was read despite a defect, or a file of a folder was skipped (one line naming the
+    file); issued through :mod:`warnings` and printed by the CLI as ``qcamo: warning: <file>: <problem>``."""
