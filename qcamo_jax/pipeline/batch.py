@@ -2,7 +2,9 @@
 
 Data contract: :class:`BatchRunner` takes the :class:`~qcamo_jax.pipeline.plan.Item` s of one process's
 part of a batch (all of one shape ``(H, W, 3)``) and returns one record (:mod:`qcamo_jax.record`) per
-item, in order: a refusal (``error`` set) for a file that cannot be read or changed since probing, else
+item, in order: a refusal (``error`` set) for a file that cannot be read or changed since probing, a
+failure (``error`` = ``"failed: <exception type>: <message>"``, traceback in the log) for an image whose
+attack, quantization, encoding or writing raised - the other images of the batch go on -, else
 the scores as saved and after the reference re-encoding, distortion, and hashes. Each output file is
 written atomically before its record exists. Every engine call of a shape group has the same batch
 size (:func:`~qcamo_jax.pipeline.plan.engine_batch` pads), so each shape compiles once.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -68,37 +71,100 @@ class BatchRunner:
             images.append(img)
             good.append(it)
         if good or collective:
-            x, seeds = engine_batch(images, [it.seed for it in good], size, shape)
-            encoded = list(self.engine(x, seeds))[: len(good)]
-            if good:
-                recs.update(self._results(good, x[: len(good)], encoded, shape, score_batch, t0))
+            x, encoded = self._engine_outputs(images, good, size, shape, collective)
+            done = [j for j, e in enumerate(encoded) if not isinstance(e, BaseException)]
+            for j, e in enumerate(encoded):
+                if isinstance(e, BaseException):
+                    recs[good[j].index] = self.failure(good[j], e)
+            if done:
+                recs.update(self._results([good[j] for j in done], x[done], [encoded[j] for j in done], shape,
+                                          score_batch, t0))
         return [recs[it.index] for it in part]
+
+    def failure(self, it: Item, exc: BaseException) -> dict[str, Any]:
+        """The record of an image whose attack, quantization, encoding or writing raised ``exc``.
+
+        The ``error`` field holds the exception's type and message on one line; the traceback goes to the
+        log, so that one bad image costs the others nothing and the cause can still be found.
+        """
+        reason = " ".join(f"failed: {type(exc).__name__}: {exc}".split())
+        rec = self.refusal(it, reason, log=False)
+        self.log(f"qcamo: {it.path}: {reason}")
+        self.log("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+        return rec
+
+    def _engine_outputs(self, images: list[np.ndarray], good: Sequence[Item], size: int, shape: Sequence[int],
+                        collective: bool) -> tuple[np.ndarray, list[Encoded | BaseException]]:
+        """The engine's output for each image of ``good`` (``uint8 [n, H, W, 3]`` inputs, and per image an
+        :class:`Encoded` or the exception that made it fail).
+
+        When the batched call raises, each image is run again alone (padded to the same batch size, so no
+        new compile) to tell the image that fails from the ones that do not. A collective call (multi-host)
+        cannot be retried by one process alone: there every image of the part gets the batch's exception.
+        """
+        x, seeds = engine_batch(images, [it.seed for it in good], size, shape)
+        try:
+            return x[: len(good)], list(self.engine(x, seeds))[: len(good)]
+        except Exception as exc:  # noqa: BLE001 - any failure of one image must not stop the run
+            if collective or len(good) <= 1:
+                return x[: len(good)], [exc] * len(good)
+        out: list[Encoded | BaseException] = []
+        for img, it in zip(images, good):
+            xi, si = engine_batch([img], [it.seed], size, shape)
+            try:
+                out.append(list(self.engine(xi, si))[0])
+            except Exception as exc:  # noqa: BLE001
+                out.append(exc)
+        return x[: len(good)], out
 
     def _results(self, good: Sequence[Item], x: np.ndarray, encoded: Sequence[Encoded], shape: Sequence[int],
                  score_batch: int, t0: float) -> dict[int, dict[str, Any]]:
         """Score and measure the outputs of ``x`` (``uint8 [n, H, W, 3]``), write them; records by item index."""
         settings = self.settings
-        n = len(good)
-        decoded = np.stack([decode_output(e.data) for e in encoded])
-        reencoded = np.stack([reencode_reference(d, REFERENCE_QUALITY, settings.reference_encoder) for d in decoded])
-        scores = self.scorer(np.concatenate([x, decoded, reencoded]), score_batch)
-        s_orig, s_final, s_jpeg = scores[:n], scores[n:2 * n], scores[2 * n:]
-        dist = distortion(x, decoded)
-        seconds = (time.perf_counter() - t0) / n
-        recs = {}
+        recs: dict[int, dict[str, Any]] = {}
+        # Host work per image (decode, reference re-encoding) may fail for one image only.
+        ok, decoded, reencoded = [], [], []
         for j, it in enumerate(good):
+            try:
+                d = decode_output(encoded[j].data)
+                r = reencode_reference(d, REFERENCE_QUALITY, settings.reference_encoder)
+            except Exception as exc:  # noqa: BLE001
+                recs[it.index] = self.failure(it, exc)
+                continue
+            ok.append(j)
+            decoded.append(d)
+            reencoded.append(r)
+        if not ok:
+            return recs
+        n = len(ok)
+        x = x[ok]
+        decoded_a, reencoded_a = np.stack(decoded), np.stack(reencoded)
+        try:
+            scores = self.scorer(np.concatenate([x, decoded_a, reencoded_a]), score_batch)
+        except Exception as exc:  # noqa: BLE001 - the run goes on with the next batch
+            recs.update({good[j].index: self.failure(good[j], exc) for j in ok})
+            return recs
+        s_orig, s_final, s_jpeg = scores[:n], scores[n:2 * n], scores[2 * n:]
+        dist = distortion(x, decoded_a)
+        seconds = (time.perf_counter() - t0) / len(good)
+        for i, j in enumerate(ok):
+            it = good[j]
             dest = self.out / it.name
-            fileio.atomic_write_bytes(dest, encoded[j].data)
+            try:
+                fileio.atomic_write_bytes(dest, encoded[j].data)
+            except OSError as exc:
+                recs[it.index] = self.failure(it, exc)
+                continue
             _crash_point("output")
             rec = empty_record(it.path, settings)
             rec.update(
                 output=os.fspath(dest), height=int(shape[0]), width=int(shape[1]),
-                original_score=float(s_orig[j]), final_score=float(s_final[j]), jpeg90_score=float(s_jpeg[j]),
-                success_saved=bool(s_final[j] < settings.target), success_jpeg90=bool(s_jpeg[j] < settings.target),
+                original_score=float(s_orig[i]), final_score=float(s_final[i]), jpeg90_score=float(s_jpeg[i]),
+                success_saved=bool(s_final[i] < settings.target), success_jpeg90=bool(s_jpeg[i] < settings.target),
                 seconds=round(seconds, 4), input_sha256=it.sha, output_sha256=hashlib.sha256(encoded[j].data).hexdigest(),
                 seed=int(it.seed), settings_hash=self.shash,
             )
-            rec.update(dist[j])
+            rec.update(dist[i])
             for k, v in dict(encoded[j].extras).items():
                 if k in rec and rec[k] is None:
                     rec[k] = _jsonable(v)
