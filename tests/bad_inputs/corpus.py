@@ -160,8 +160,8 @@ def write_corpus(folder: str | os.PathLike, base: np.ndarray, min_size: tuple[in
     keyed = base.copy()
     keyed[h // 3 : h // 2] = 0
     files["colour_key_png.png"] = _encode(Image.fromarray(keyed), "PNG", transparency=(0, 0, 0))
-    # A dark 16-bit exposure (values 0..4095 of 65535), as cases/dark16.pgm.
-    files["dark16_pgm.pgm"] = pgm_bytes(np.asarray(gray, np.uint16) * 16, 65535)
+    # A dark 16-bit exposure (values 0..16320 of 65535: 8-bit 0..63), as cases/dark16.pgm.
+    files["dark16_pgm.pgm"] = pgm_bytes(np.asarray(gray, np.uint16) * 64, 65535)
     files["bad_ancillary_crc_png.png"] = png_insert_chunk(_encode(rgb, "PNG"), b"tEXt", b"Comment\x00hello", crc_ok=False)
     files["stereo_mpo.mpo"] = _encode(rgb, "MPO", quality=95, save_all=True, append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
     files["icc_swapped_png.png"] = _encode(rgb, "PNG", icc_profile=swapped_srgb_profile())
