@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from qcamo_jax.display import format_size
 from qcamo_jax.errors import ImageFileError
 
 #: Pillow's decompression-bomb guard, made an error rather than a warning (pixels).
@@ -43,7 +44,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise ImageFileError(
-                        f"{im.width}x{im.height} pixels exceeds the decompression-bomb limit of {MAX_PIXELS}", path
+                        f"{format_size(im.width, im.height)} exceeds the decompression-bomb limit of {MAX_PIXELS:,} pixels", path
                     )
                 im.load()
                 im = ImageOps.exif_transpose(im)
