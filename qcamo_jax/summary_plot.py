@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -55,6 +56,12 @@ def page_path(first: str | os.PathLike, number: int) -> Path:
     """The file of page ``number`` (1-based): ``summary.png``, ``summary-2.png``, ``summary-3.png`` ..."""
     first = Path(first)
     return first if number == 1 else first.with_name(f"{first.stem}-{number}{first.suffix}")
+
+
+def is_page_stem(stem: str, first_stem: str = "summary") -> bool:
+    """Whether a file stem is one of the pages' (``summary``, ``summary-2``, ...): output names must avoid
+    these, and readers of an output folder (``qcamo evaluate``) must skip them."""
+    return re.fullmatch(rf"{re.escape(first_stem)}(-[1-9][0-9]*)?", stem) is not None
 
 
 def write_pages(first: str | os.PathLike, records: Sequence[Mapping[str, Any]], target: float,

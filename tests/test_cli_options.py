@@ -9,6 +9,7 @@ Also: sizes are written one way, and the tables fit 100 columns.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -147,3 +148,16 @@ def test_evaluate_table_fits_100_columns():
     assert all(any(line.startswith(k + " ") for line in lines) for k in names)
     # Scores after the 9 encoders: file 0 48.0..48.8 and file 1 49.0..49.8 (all below 50), file 2 50.0..50.8.
     assert [line.split()[-4] for line in lines[1:4]] == ["9/9", "9/9", "0/9"]
+
+
+def test_score_lines_fit_100_columns_and_json_keeps_the_path(tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / ("a_folder_with_a_rather_long_name_" * 3)
+    folder.mkdir()
+    path = folder / "photo_with_a_long_name.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(path)
+    assert len(str(path)) > display.TABLE_WIDTH
+    assert cli.main(["score", "--model", str(tiny_checkpoint), str(path)]) == 0
+    line = capsys.readouterr().out.rstrip("\n")
+    assert len(line) <= display.TABLE_WIDTH and line.endswith("photo_with_a_long_name.png") and "…" in line
+    assert cli.main(["score", "--model", str(tiny_checkpoint), "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["path"] == str(path)

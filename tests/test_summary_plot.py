@@ -64,3 +64,10 @@ def test_zoom_window_is_where_the_change_is():
     best = max(int(diff[i:i + z, j:j + z].sum()) for i in range(100 - z + 1) for j in range(150 - z + 1))
     assert int(diff[y:y + z, x:x + z].sum()) == best
     assert summary_plot.strongest_window(np.ones((10, 12), np.uint8), 32)[2] == 10  # small image: whole side
+
+
+def test_page_stems():
+    assert [summary_plot.is_page_stem(s) for s in ("summary", "summary-2", "summary-13", "summary-0", "summary-x",
+                                                   "summary_2", "my-summary")] == [True, True, True, False, False,
+                                                                                   False, False]
+    assert all(summary_plot.is_page_stem(summary_plot.page_path("o/summary.png", k).stem) for k in range(1, 30))
