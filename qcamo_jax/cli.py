@@ -5,7 +5,9 @@ Each subcommand lives in ``qcamo_jax/commands/<name>.py`` and exposes ``add_argu
 Any :class:`qcamo_jax.errors.QcamoError` that escapes a command is printed as one line
 (``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback. A warning about an input
 file (:class:`qcamo_jax.imageio.ImageFileWarning`: a damaged PNG text chunk ignored, a file of a folder
-skipped) is printed as one line, ``qcamo: warning: <file>: <problem>``.
+skipped) is printed as one line, ``qcamo: warning: <file>: <problem>``. A bad option value is
+refused while parsing, as one line naming the option, also with exit code 2
+(:mod:`qcamo_jax.commands.options`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import warnings
 
 from qcamo_jax import __version__
+from qcamo_jax.commands import options
 from qcamo_jax.errors import QcamoError
 
 #: subcommand -> one-line help. The module qcamo_jax.commands.<name> implements it.
@@ -29,7 +32,7 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qcamo", description=__doc__.splitlines()[0])
+    parser = options.Parser(prog="qcamo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"qcamo_jax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
@@ -64,7 +67,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line printed, code 2), or --help / --version (0)
+        return exc.code if isinstance(exc.code, int) else 2
     if not hasattr(args, "_run"):
         parser.print_help()
         return 2

@@ -30,6 +30,7 @@ import numpy as np
 from qcamo_jax.discovery import discover_inputs
 from qcamo_jax.errors import QcamoError
 from qcamo_jax.fileio import atomic_write
+from qcamo_jax.display import format_size
 from qcamo_jax.imageio import load_rgb
 
 #: Files that qcamo's own runs leave in a folder, never evaluated (``fnmatch`` patterns): the reports of
@@ -173,7 +174,8 @@ def evaluate_files(
     orig = [load_rgb(o) for o in originals]
     for f, a, o in zip(files, saved, orig):
         if a.shape != o.shape:
-            raise QcamoError(f"size {a.shape[1]}x{a.shape[0]} differs from its original's {o.shape[1]}x{o.shape[0]}", f)
+            raise QcamoError(f"size {format_size(a.shape[1], a.shape[0])} differs from its original's "
+                             f"{format_size(o.shape[1], o.shape[0])}", f)
     s_orig = score(orig)
     s_png = score(saved)
     s_jpg = {}
@@ -219,24 +221,34 @@ def summarize(rows: Sequence[Row]) -> dict:
 
 
 def format_table(rows: Sequence[Row], summary: Mapping) -> str:
-    """Human-readable table: one line per file, then the success rates."""
+    """Human-readable tables that fit :data:`qcamo_jax.display.TABLE_WIDTH` columns (the CSV has every number).
+
+    First table, one line per file: its target, the score of the original, of the file as saved
+    (``png``) and the worst score after re-encoding (``worst jpg``: the highest over the encoders),
+    how many encoders leave it below T, and the distortion; then an ``all`` line with the success
+    rates. Second table, one line per encoder: its success rate ``P_jpg`` and mean score.
+    """
+    from qcamo_jax.display import table
+
     names = list(rows[0].jpg) if rows else []
-    head = ["file", "T", "orig", "png"] + names + ["L2", "PSNR", "SSIM"]
-    lines = [head]
+    n = len(names)
+    lines = []
     for r in rows:
-        lines.append(
-            [r.file, f"{r.target:.1f}", f"{r.score_original:.1f}", f"{r.score_png:.1f}"]
-            + [f"{r.jpg[k]:.1f}" for k in names]
-            + [f"{r.l2:.0f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"]
-        )
+        below = sum(v < r.target for v in r.jpg.values())
+        worst = max(r.jpg.values()) if names else float("nan")
+        lines.append([r.file, f"{r.target:.1f}", f"{r.score_original:.1f}", f"{r.score_png:.1f}", f"{worst:.1f}",
+                      f"{below}/{n}", f"{r.l2:.0f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"])
     if rows:
-        lines.append(
-            ["success %", "", "", f"{100 * summary['P_png']:.0f}"]
-            + [f"{100 * summary['P_jpg'][k]:.0f}" for k in names]
-            + [f"{summary['mean_l2']:.0f}", f"{summary['mean_psnr']:.2f}", f"{summary['mean_ssim']:.4f}"]
-        )
-    widths = [max(len(line[c]) for line in lines) for c in range(len(head))]
-    return "\n".join("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(line, widths))) for line in lines)
+        all_below = sum(all(v < r.target for v in r.jpg.values()) for r in rows)
+        lines.append([f"all ({len(rows)} files)", "", "", f"{100 * summary['P_png']:.0f}%", "",
+                      f"{100 * all_below / len(rows):.0f}%", f"{summary['mean_l2']:.0f}", f"{summary['mean_psnr']:.2f}",
+                      f"{summary['mean_ssim']:.4f}"])
+    head = ["file", "T", "orig", "png", "worst jpg", "encoders < T", "L2", "PSNR", "SSIM"]
+    text = table(head, lines)
+    if names:
+        per = [[k, f"{100 * summary['P_jpg'][k]:.0f}%", f"{summary['mean_score_jpg'][k]:.2f}"] for k in names]
+        text += "\n\n" + table(["re-encoder", "P_jpg (below T)", "mean score"], per)
+    return text
 
 
 def to_csv(rows: Sequence[Row]) -> str:

@@ -53,6 +53,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageCms
 
+from qcamo_jax.display import format_size
 from qcamo_jax.errors import ImageFileError, ImageFileWarning  # noqa: F401 (ImageFileWarning: public here too)
 from qcamo_jax.imagefile import load_failure, open_image
 
@@ -96,7 +97,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
             with open_image(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise ImageFileError(
-                        f"{im.width}x{im.height} pixels exceeds the decompression-bomb limit of {MAX_PIXELS}", path
+                        f"{format_size(im.width, im.height)} exceeds the decompression-bomb limit of {MAX_PIXELS:,} pixels", path
                     )
                 fmt = im.format or "image"
                 try:

@@ -67,14 +67,16 @@ def test_output_path_refused_up_front(tmp_path, inputs):
     f = tmp_path / "a_file"
     f.write_text("x")
     proc = _qcamo("attack", inputs, "--out", f, "--model", "tiny-random", check_rc=2)
-    assert proc.stderr.strip().splitlines() == [f"qcamo: error: {f}: output path exists and is not a folder"]
+    assert proc.stderr.strip().splitlines() == [
+        f"qcamo attack: error: argument --out: '{f}': exists and is not a folder (see 'qcamo attack --help')"]
     proc = _qcamo("attack", inputs, "--out", f / "sub", "--model", "tiny-random", check_rc=2)
     assert "cannot create output folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_no_inputs_is_an_error(tmp_path):
     (tmp_path / "empty_dir").mkdir()
-    # Refused before any model is loaded (this model path does not exist).
+    # Refused before any model is loaded (this model file is not a checkpoint).
+    (tmp_path / "none.safetensors").write_bytes(b"not a checkpoint")
     proc = _qcamo("attack", tmp_path / "empty_dir", "--out", tmp_path / "out", "--model", tmp_path / "none.safetensors",
                   check_rc=2)
     assert proc.stderr.strip().splitlines() == [f"qcamo: error: no input images found in {tmp_path / 'empty_dir'}"]

@@ -59,7 +59,8 @@ def test_score_bad_files_are_reported_and_others_scored(tiny_file, images, capsy
     err = captured.err.strip().splitlines()
     assert len(err) == 2 and "Traceback" not in captured.err
     assert err[0].startswith(f"qcamo: error: {images['not_image']}: not an image")
-    assert err[1].startswith(f"qcamo: error: {images['too_small']}: 40x60 is smaller than the model's minimum 75x75")
+    assert err[1].startswith(f"qcamo: error: {images['too_small']}: 60 x 40 pixels (W x H) is smaller than the model's "
+                             "minimum 75 x 75 pixels (W x H)")
     lines = captured.out.strip().splitlines()
     assert len(lines) == 2 and lines[0].endswith(str(images["astronaut"]))
     float(lines[0].split()[0])
@@ -70,7 +71,7 @@ def test_score_tiny_random_and_missing_model(images, capsys, tmp_path):
     assert len(json.loads(capsys.readouterr().out)) == 1
     assert cli.main(["score", "--model", str(tmp_path / "nope.safetensors"), str(images["coffee"])]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nope.safetensors: no such weight file" in err
+    assert err.count("\n") == 1 and "nope.safetensors': no such weight file" in err
     h5 = tmp_path / "model.h5"
     h5.write_bytes(b"x")
     assert cli.main(["score", "--model", str(h5), str(images["coffee"])]) == 2

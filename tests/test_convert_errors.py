@@ -74,7 +74,7 @@ def test_cli_convert_exit_2_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"qcamo: error: {bad}: ") and err.count("\n") == 1 and "Traceback" not in err
     assert cli.main(["convert", str(tmp_path / "missing.h5"), str(tmp_path / "o.safetensors")]) == 2
-    assert "missing.h5: no such weight file" in capsys.readouterr().err
+    assert "missing.h5': no such file" in capsys.readouterr().err
 
 
 def test_keras3_native_weights_layout_is_refused_with_a_hint(tmp_path):

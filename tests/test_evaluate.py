@@ -12,6 +12,7 @@ from PIL import Image
 
 import photos
 from qcamo_jax import cli, evaluate
+from qcamo_jax.commands import options
 from qcamo_jax.models import hub
 from test_quantize_spatial import ToyScore
 
@@ -30,6 +31,7 @@ def toy():
 
 @pytest.fixture(autouse=True)
 def _toy_model(monkeypatch, toy):
+    monkeypatch.setattr(options, "MODEL_NAMES", (*options.MODEL_NAMES, "toy"))  # let --model toy parse
     real = hub.load_model
     monkeypatch.setattr(hub, "load_model", lambda spec="default": toy if spec == "toy" else real(spec))
 
@@ -61,7 +63,8 @@ def test_cli_table_csv_json(folders, capsys):
     assert rc == 0
     out = capsys.readouterr()
     # summary.png (a report of qcamo attack) is left out silently: never evaluated, never "unmatched"
-    assert "success %" in out.out and "summary.png" not in out.err
+    assert "P_jpg" in out.out and "summary.png" not in out.err
+    assert max(map(len, out.out.splitlines())) <= 100
     data = json.loads((att / "evaluation.json").read_text())
     rows = {r["file"]: r for r in data["files"]}
     assert set(rows) == {"astronaut.png", "coffee.jpg"}
@@ -110,4 +113,6 @@ def test_summary_rates():
     s = evaluate.summarize(rows)
     assert s["P_png"] == 1.0 and s["P_jpg"] == {"x": 0.5}
     assert s["mean_l2"] == 2.0 and s["mean_psnr"] == 40.0
-    assert "success %" in evaluate.format_table(rows, s)
+    lines = evaluate.format_table(rows, s).splitlines()
+    assert lines[3].split() == ["all", "(2", "files)", "100%", "50%", "2", "40.00", "0.9950"]  # P_png, both below T
+    assert lines[-1].split() == ["x", "50%", "50.00"]  # P_jpg and mean score of encoder x

@@ -19,7 +19,7 @@ from PIL import Image
 
 import photos
 from bad_inputs.corpus import HANDLED, REFUSED, write_corpus
-from qcamo_jax import fileio, imageio, pipeline, report
+from qcamo_jax import fileio, imageio, pipeline, report, summary_plot
 from qcamo_jax.errors import QcamoError
 
 SHAPE = (64, 96)
@@ -222,9 +222,10 @@ def test_corpus_run_reports_and_exit_code(corpus_run):
     assert [r["path"] for r in rows] == [r["path"] for r in data]
     with Image.open(out / "summary.png") as im:
         assert im.format == "PNG" and im.width > 400
-    # Nothing else in the folder: outputs, the two reports, the summary; no temporary files.
+    # Nothing else in the folder: outputs, the two reports, the summary pages; no temporary files.
+    pages = [summary_plot.page_path(out / "summary.png", k).name for k in range(1, -(-len(data) // summary_plot.PER_PAGE) + 1)]
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([Path(r["output"]).name for r in data if r["output"]] + ["report.csv", "report.json", "summary.png"])
+    assert names == sorted([Path(r["output"]).name for r in data if r["output"]] + ["report.csv", "report.json", *pages])
 
 
 def test_inputs_never_modified(corpus_run):

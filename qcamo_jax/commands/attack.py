@@ -9,29 +9,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qcamo_jax.commands import options
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--model", default="default", help="'default' (embedded), 'tiny-random' (tests) or a .safetensors checkpoint")
-    p.add_argument("--target", type=float, default=50.0, help="score T to get below (default 50)")
+    p.add_argument("--out", required=True, metavar="DIR", type=options.OUTPUT_DIR, help="output folder (created if missing)")
+    p.add_argument("--model", default="default", type=options.MODEL, help="'default' (embedded), 'tiny-random' (tests) or a .safetensors checkpoint")
+    p.add_argument("--target", type=options.SCORE, default=50.0, help="score T to get below (default 50)")
     p.add_argument("--method", default="pgd", choices=("pgd", "fgsm", "ifgsm", "jpeg-pgd"), help="attack (default pgd)")
     p.add_argument("--quantize", default="dct", choices=("dct", "spatial", "none"),
                    help="dct: JPEG coefficients written as .jpg; spatial: 8-bit pixels as .png; none: rounded .png (default dct)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the dct quantizer's output (default 90)")
-    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per accelerator call (default 4)")
-    p.add_argument("--devices", default=None, metavar="all|N", help="shard batches over all (or N) devices")
+    p.add_argument("--quality", type=options.QUALITY, default=90, help="JPEG quality of the dct quantizer's output (default 90)")
+    p.add_argument("--batch-size", type=options.BATCH_SIZE, default=4, metavar="N", help="images per accelerator call (default 4)")
+    p.add_argument("--devices", default=None, type=options.DEVICES, metavar="all|N", help="shard batches over all (or N) devices")
     p.add_argument("--distributed", default="env", choices=("env", "auto"),
                    help="multi-host, one process per host: 'env' joins the job that QCAMO_COORDINATOR, "
                         "QCAMO_NUM_PROCESSES and QCAMO_PROCESS_ID describe, if set (default; unset: one process); "
                         "'auto' lets JAX detect it (SLURM, Open MPI, Kubernetes). See docs/scaling.md")
     p.add_argument("--resume", action="store_true", help="skip images already done in DIR with the same settings")
-    p.add_argument("--seed", type=int, default=0, help="base seed (each image's seed also depends on its content)")
-    p.add_argument("--steps", type=int, default=None, help="PGD steps per budget try (default 10)")
-    p.add_argument("--search-steps", type=int, default=None, help="bisection tries over the L2 budget (default 7, as the paper)")
-    p.add_argument("--margin", type=float, default=None,
+    p.add_argument("--seed", type=options.SEED, default=0, help="base seed (each image's seed also depends on its content)")
+    p.add_argument("--steps", type=options.STEPS, default=None, help="PGD steps per budget try (default 10)")
+    p.add_argument("--search-steps", type=options.SEARCH_STEPS, default=None, help="bisection tries over the L2 budget (default 7, as the paper)")
+    p.add_argument("--margin", type=options.MARGIN, default=None,
                    help="aim below T - margin in the attack and the quantizer (safety against other decoders and re-encoders; default 1)")
-    p.add_argument("--reference-encoder", default="libjpeg6b-ifast-444", metavar="NAME",
+    p.add_argument("--reference-encoder", default="libjpeg6b-ifast-444", metavar="NAME", type=options.ENCODER,
                    help="encoder of the quality-90 re-encoding behind success_jpeg90 (default: ImageMagick-equivalent "
                         "libjpeg6b-ifast-444; 'imagemagick' runs convert)")
     p.add_argument("--no-summary", action="store_true", help="do not write summary.png")
@@ -43,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     from qcamo_jax.errors import QcamoError
     from qcamo_jax.models.hub import load_model
 
-    if args.batch_size < 1:
-        raise QcamoError(f"--batch-size must be >= 1, got {args.batch_size}")
     options = {k: v for k, v in (("steps", args.steps), ("search_steps", args.search_steps), ("margin", args.margin))
                if v is not None}
     settings = pipeline.Settings(target=args.target, method=args.method, quantize=args.quantize, quality=args.quality,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from qcamo_jax.commands import options
 from qcamo_jax.errors import QcamoError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC",
+    parser.add_argument("src", metavar="SRC", type=options.INPUT_FILE,
                         help="KonIQ Keras .h5 (koncep512-trained-model.h5) or MediaEval .pth (KonCept512.pth)")
-    parser.add_argument("dst", metavar="DST", help="output .safetensors file (written atomically)")
+    parser.add_argument("dst", metavar="DST", type=options.OUTPUT_FILE, help="output .safetensors file (written atomically)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,9 +20,6 @@ def run(args: argparse.Namespace) -> int:
 
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         raise QcamoError("DST must differ from SRC", args.dst)
-    parent = os.path.dirname(os.path.abspath(args.dst))
-    if not os.path.isdir(parent):
-        raise QcamoError("output folder does not exist", parent)
     report = convert_file(args.src, args.dst)
     print(f"converted {report.source} -> {report.destination}")
     print(f"variant: {report.variant}")

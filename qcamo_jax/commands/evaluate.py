@@ -8,21 +8,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qcamo_jax.commands import options
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="folder of attacked files (.png, .jpg), e.g. the --out of qcamo attack")
     p.add_argument("--originals", required=True, metavar="DIR", help="folder of the originals (matched by file stem)")
-    p.add_argument("--target", type=float, default=50.0, help="score T a file must get below (default 50)")
-    p.add_argument("--relative-target", type=float, default=None, metavar="DELTA",
+    p.add_argument("--target", type=options.SCORE, default=50.0, help="score T a file must get below (default 50)")
+    p.add_argument("--relative-target", type=options.SCORE, default=None, metavar="DELTA",
                    help="instead of --target, T = score(original) - DELTA per image (for random/tiny models)")
-    p.add_argument("--quality", type=int, default=90, help="quality of the JPEG re-encoding (default 90)")
-    p.add_argument("--model", default="default", help="'default' (embedded), 'tiny-random' or a .safetensors checkpoint")
-    p.add_argument("--encoders", default=None, metavar="A,B,...",
+    p.add_argument("--quality", type=options.QUALITY, default=90, help="quality of the JPEG re-encoding (default 90)")
+    p.add_argument("--model", default="default", type=options.MODEL, help="'default' (embedded), 'tiny-random' or a .safetensors checkpoint")
+    p.add_argument("--encoders", default=None, metavar="A,B,...", type=options.ENCODER_LIST,
                    help="re-encoders (names of qcamo_jax.jpeg.encoders.ENCODERS; default: ImageMagick if installed, "
                         "Pillow 444/420, libjpeg 6b/9f/turbo islow+ifast 444)")
-    p.add_argument("--out", default=None, metavar="STEM",
+    p.add_argument("--out", default=None, metavar="STEM", type=options.OUTPUT_FILE,
                    help="write STEM.csv and STEM.json (default DIR/evaluation.csv, DIR/evaluation.json)")
-    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per model call (default 4)")
+    p.add_argument("--batch-size", type=options.BATCH_SIZE, default=4, metavar="N", help="images per model call (default 4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,16 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
     from qcamo_jax import evaluate
     from qcamo_jax.errors import QcamoError
-    from qcamo_jax.jpeg.tables import check_quality
     from qcamo_jax.models.hub import load_model
 
-    try:
-        quality = check_quality(args.quality)
-    except ValueError as exc:
-        raise QcamoError(str(exc)) from None
-    if args.batch_size < 1:
-        raise QcamoError(f"--batch-size must be >= 1, got {args.batch_size}")
-    names = evaluate.DEFAULT_ENCODERS if args.encoders is None else tuple(n for n in args.encoders.split(",") if n)
+    quality = args.quality
+    names = evaluate.DEFAULT_ENCODERS if args.encoders is None else args.encoders
     stem = Path(args.out) if args.out else Path(args.dir) / "evaluation"
     own = (*evaluate.OWN_FILES, f"{stem.name.lower()}.csv", f"{stem.name.lower()}.json")
     files, originals, unmatched = evaluate.match_originals(evaluate.list_images(args.dir, ignore=own), args.originals)

@@ -9,14 +9,15 @@ Pillow / cjpeg. See docs/jpeg.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from qcamo_jax.commands import options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", metavar="IN", help="input image (PNG, JPEG, ...; read as 8-bit RGB)")
-    p.add_argument("output", metavar="OUT", help="output .jpg (written atomically)")
-    p.add_argument("--quality", type=int, default=90, metavar="Q", help="IJG quality 1..100 (default 90)")
+    p.add_argument("input", metavar="IN", type=options.INPUT_FILE, help="input image (PNG, JPEG, ...; read as 8-bit RGB)")
+    p.add_argument("output", metavar="OUT", type=options.OUTPUT_FILE, help="output .jpg (written atomically)")
+    p.add_argument("--quality", type=options.QUALITY, default=90, metavar="Q", help="IJG quality 1..100 (default 90)")
     p.add_argument("--dct", default="islow", choices=("islow", "ifast", "float"),
                    help="forward DCT of the emulated libjpeg: islow (Pillow, cjpeg), ifast (ImageMagick at Q <= 90), "
                         "float (default islow)")
@@ -27,15 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from qcamo_jax.errors import QcamoError
 
-    if not 1 <= args.quality <= 100:
-        raise QcamoError(f"--quality must be in 1..100, got {args.quality}")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise QcamoError("output folder does not exist", out_dir)
-
     import jax
 
     from qcamo_jax import jpeg
+    from qcamo_jax.display import format_size
     from qcamo_jax.imageio import load_rgb
 
     image = load_rgb(args.input)
@@ -49,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise QcamoError(f"cannot write ({exc.strerror or exc})", args.output) from None
     h, w, _ = image.shape
-    print(f"qcamo: wrote {args.output} ({w}x{h}, quality {args.quality}, {args.dct} DCT, {args.subsampling}, "
+    print(f"qcamo: wrote {args.output} ({format_size(w, h)}, quality {args.quality}, {args.dct} DCT, {args.subsampling}, "
           f"{len(data)} bytes)", file=sys.stderr)
     return 0

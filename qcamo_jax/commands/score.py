@@ -7,7 +7,8 @@ Images are scored at their own size, as the original models do when fed an image
 Keras KonCept512 ends in a global average pool and accepts any size >= 75x75; the MediaEval variant only
 accepts sizes whose final map is 8..15 pixels a side (about 299..555 pixels), see docs/models.md. A file
 that cannot be read or scored gets a one-line error on stderr; the other files are still scored and the
-exit status is 1.
+exit status is 1. Lines fit 100 columns (a long path is shortened in the middle); ``--json`` gives the
+exact paths.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import argparse
 import json
 import sys
 
+from qcamo_jax.commands import options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", metavar="IMAGE", nargs="+",
                         help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("--model", default="default",
+    parser.add_argument("--model", default="default", type=options.MODEL,
                         help="converted .safetensors file, 'default' (the embedded model) or 'tiny-random' (tests)")
     parser.add_argument("--json", action="store_true", help='print a JSON list of {"path": ..., "score": ...}')
-    parser.add_argument("--batch-size", type=int, default=4, help="images of the same size scored together (default 4)")
+    parser.add_argument("--batch-size", type=options.BATCH_SIZE, default=4, help="images of the same size scored together (default 4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,12 +34,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from qcamo_jax.discovery import discover_inputs
+    from qcamo_jax.display import TABLE_WIDTH, ellipsize, format_size
     from qcamo_jax.errors import ImageFileError, QcamoError
     from qcamo_jax.imageio import load_rgb
     from qcamo_jax.models.hub import load_model
 
-    if args.batch_size < 1:
-        raise QcamoError("--batch-size must be >= 1")
     inputs = [str(p) for p in discover_inputs(args.images)]
     if not inputs:
         raise QcamoError("no input images found in " + " ".join(args.images))
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         h, w = image.shape[:2]
         mh, mw = model.min_size
         if h < mh or w < mw:
-            fail(path, f"{h}x{w} is smaller than the model's minimum {mh}x{mw}")
+            fail(path, f"{format_size(w, h)} is smaller than the model's minimum {format_size(mw, mh)}")
             continue
         images[path] = image
 
@@ -83,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"path": p, "score": s} for p, s in ordered], indent=1))
     else:
-        for p, s in ordered:
-            print(f"{s:8.3f}  {p}")
+        for p, s in ordered:  # at most TABLE_WIDTH columns; --json has the exact paths
+            print(f"{s:8.3f}  {ellipsize(p, TABLE_WIDTH - 10)}")
     return 1 if failed else 0
