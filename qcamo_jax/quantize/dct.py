@@ -42,43 +42,62 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcamo_jax.jpeg import codec
-from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn, search_flips
+from qcamo_jax.jpeg import codec, reencoders
+from qcamo_jax.quantize import survival
+from qcamo_jax.quantize.search import limit_flips, search_flips
+from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn, check_common
 
 DCT_METHODS = ("islow", "ifast")
 
 
 class DCTConfig(NamedTuple):
-    """Options of :func:`quantize_dct`.
+    """Options of :func:`quantize_dct` (hashable: a static option under ``jit``).
+
+    The written file (``quality``, ``dct_method``, ``subsampling``) is a free parameter: it is our own
+    JPEG, decoded by the viewer and by every re-encoder of ``survive``. The defaults were chosen by
+    ``scripts/written_quality.py`` (docs/quantize.md).
 
     Attributes:
-      quality: JPEG quality factor of the written file (and of the re-encoder it is made for).
-      dct_method: the target encoder's forward DCT, ``"ifast"`` (ImageMagick at quality <= 90) or
-        ``"islow"`` (Pillow, cjpeg defaults).
-      subsampling: ``"444"`` (ImageMagick at quality >= 90, Pillow ``subsampling=0``) or ``"420"``.
-      max_steps: largest change of a coefficient, in quantization steps, from the plain-JPEG value.
-      margin: required safety margin: success means ``score < target - margin`` on the exactly decoded
-        image (other decoders differ by a pixel here and there).
+      quality: JPEG quality factor of the written file (its IJG quantization tables).
+      dct_method: the DCT of the written file's plain encoding (the ``lambda = 0`` point): ``"islow"``,
+        or ``"ifast"`` to make the file what ImageMagick at quality <= 90 writes (so that IM keeps it).
+      subsampling: the written file's sampling, ``"444"`` or ``"420"``; ImageMagick keeps it when it
+        re-encodes the file.
+      max_steps: largest change of a coefficient, in steps of the written table, from the plain value.
+      margin: required safety margin: success means every score ``< target - margin``.
       candidates: ``"gradient"`` - each coefficient may move from the plain-JPEG value along ``-g``
         (up to ``max_steps``); the attack enters through ``g`` only. ``"bracket"`` - the spatial
         quantizer's rule in the DCT domain: each coefficient is one of the two integers bracketing the
         *attacked* image's coefficient ``(c + u) / Delta`` (clamped to ``max_steps`` from plain JPEG);
         ``lambda = 0`` takes the end nearer the original.
+      survive: :class:`~qcamo_jax.jpeg.reencoders.ReencoderSet` the file must stay adversarial after;
+        success is decided on the worst score over the file as saved and every member's exact round
+        trip (default: the ``common`` profile).
+      gradient: ``"worst"`` or ``"mean"``: which differentiable loss over the set gives ``g``.
+      max_l2: largest accepted L2 of the decoded output minus the original (pixel units), or ``None``.
+      min_psnr: smallest accepted PSNR of the decoded output against the original (dB), or ``None``.
     """
 
     quality: int = 90
-    dct_method: str = "ifast"
+    dct_method: str = "islow"
     subsampling: str = "444"
     max_steps: int = 1
     margin: float = 0.0
     candidates: str = "gradient"
+    survive: reencoders.ReencoderSet = reencoders.DEFAULT
+    gradient: str = "worst"
+    max_l2: float | None = None
+    min_psnr: float | None = None
 
     @classmethod
     def for_imagemagick(cls, quality: int = 90, **options) -> "DCTConfig":
-        """Options targeting ImageMagick's ``convert -quality Q`` of a PNG: IFAST DCT up to quality 90,
-        ISLOW above (coders/jpeg.c), 4:4:4 (ImageMagick subsamples only below quality 90; 4:4:4 is
-        what the quality-90 setting of the paper gives)."""
+        """The paper's setting: the file is made for ImageMagick's ``convert -quality Q`` alone.
+
+        IFAST DCT up to quality 90, ISLOW above (coders/jpeg.c), 4:4:4 (what IM writes from a PNG at
+        Q >= 90, and keeps when it re-encodes a 4:4:4 JPEG); ``survive`` = ImageMagick at ``Q``.
+        """
         quality = int(quality)
+        options.setdefault("survive", reencoders.ReencoderSet((reencoders.reencoder("imagemagick", quality),)))
         return cls(quality=quality, dct_method="ifast" if quality <= 90 else "islow", subsampling="444", **options)
 
 
@@ -129,6 +148,7 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
         raise ValueError(f"max_steps must be >= 1, got {config.max_steps}")
     if config.candidates not in ("gradient", "bracket"):
         raise ValueError(f"candidates must be 'gradient' or 'bracket', got {config.candidates!r}")
+    emus = check_common(config.margin, config.survive, config.gradient).emulations(config.subsampling)
     h, w = original.shape[:2]
     sub = config.subsampling
     plain = codec.encode(original, config.quality, dct_method=config.dct_method, subsampling=sub)
@@ -138,7 +158,8 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
     delta = _flat([jnp.broadcast_to(q, c.shape) for q, c in zip(plain.tables, plain.components)]).astype(jnp.float32)
     # Gradient of the loss with respect to the DCT values (DCT units) at the attacked image.
     ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adversarial, jnp.float32), 0.0, 255.0), subsampling=sub)
-    grad = jax.grad(lambda c: score_fn(variables, codec.decode_float(c, height=h, width=w, subsampling=sub)))(ca)
+    grad = jax.grad(lambda c: survival.smooth_score(
+        score_fn, variables, codec.decode_float(c, height=h, width=w, subsampling=sub), emus, config.gradient))(ca)
     g = _flat(grad)
     abs_g = jnp.where(g != 0, jnp.abs(g), 1.0)
     if config.candidates == "gradient":
@@ -176,6 +197,10 @@ def plan_candidate(plan: DCTPlan, k: jax.Array, max_steps: int = 1):
     pos = plan.direction * plan.r + lam * plan.abs_g / (2.0 * plan.delta)
     steps = jnp.clip(jnp.floor(pos + 0.5), 1, max_steps).astype(jnp.int32)
     z = plan.z0 + jnp.where(plan.rank < k, plan.direction * steps, 0)
+    # A step never leaves the baseline range (AC -1023..1023, DC -1024..1023; ITU T.81 F.1.2), e.g. a
+    # DC of a black block at quality 100 (issue 13 kind 1). Blocks are 64 contiguous values, DC first.
+    is_dc = jnp.arange(z.size) % 64 == 0
+    z = jnp.clip(z, jnp.where(is_dc, -1024, -1023), 1023)
     return plan.plain.replace(**dict(zip(("y", "cb", "cr"), _unflat(z, plan.plain.components)))), lam
 
 
@@ -185,22 +210,50 @@ def quantize_dct_one(
 ):
     """Quantize one image in the DCT domain (see module docstring).
 
+    The plain JPEG (zero added change) is scored first and returned when it already meets the target
+    under the whole set; otherwise :func:`qcamo_jax.quantize.search.search_flips` over the switching
+    points, capped by the distortion limit (:func:`qcamo_jax.quantize.search.limit_flips`).
+
     Returns:
       ``(coefficients JpegCoefficients, decoded uint8 [H, W, 3], QuantizeResult of scalars)``.
     """
     plan = plan_dct(score_fn, variables, original, adversarial, config)
-
+    emus = reencoders.resolve(config.survive).emulations(config.subsampling)
+    h, w, _ = original.shape
+    limit = survival.l2_limit(h, w, config.max_l2, config.min_psnr)
     steps = config.max_steps if config.candidates == "gradient" else 1
+    xo = original.astype(jnp.float32)
 
-    def loss_of(k):
-        coeffs, _ = plan_candidate(plan, k, steps)
-        return score_fn(variables, codec.decode(coeffs).astype(jnp.float32)) - target
+    def candidate(k):
+        return plan_candidate(plan, k, steps)[0]
 
-    k, loss, evals = search_flips(loss_of, plan.n_active, int(plan.z0.size), config.margin)
-    coeffs, lam = plan_candidate(plan, k, steps)
+    def evaluate(coeffs):
+        scores = survival.exact_scores(score_fn, variables, codec.decode(coeffs), emus)
+        return jnp.max(scores) - target, scores
+
+    def l2_of(coeffs):
+        return jnp.sqrt(jnp.sum((codec.decode(coeffs).astype(jnp.float32) - xo) ** 2))
+
+    plain_eval = evaluate(plan.plain)
+    already = plain_eval[0] < -config.margin
+    n = int(plan.z0.size)
+    k_cap, feasible = limit_flips(lambda k: l2_of(candidate(k)), plan.n_active, n, limit)
+    # With "gradient" candidates k = 0 is the plain JPEG: reuse its evaluation.
+    first = plain_eval if config.candidates == "gradient" else None
+    found = search_flips(lambda k: evaluate(candidate(k)), k_cap, n, config.margin, first=first)
+    ok = found.success & feasible
+    keep = already | ~feasible | (~ok & (plain_eval[0] <= found.loss))
+    coeffs = jax.tree.map(lambda p, c: jnp.where(keep, p, c), plan.plain, candidate(found.k))
+    k = jnp.where(keep, 0, found.k)
+    loss = jnp.where(keep, plain_eval[0], found.loss)
+    scores = jnp.where(keep, plain_eval[1], found.aux)
+    lam = jnp.where(k > 0, plan.sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
     decoded = codec.decode(coeffs)
-    l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - original.astype(jnp.float32)) ** 2))
-    result = QuantizeResult(loss + target, loss, loss < -config.margin, lam, k, l2, evals)
+    l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - xo) ** 2))
+    within = l2 <= limit
+    evaluations = found.evaluations + (1 if first is None else 0) + 1
+    result = QuantizeResult(loss + target, loss, (loss < -config.margin) & within, lam, k, l2, evaluations,
+                            scores, already, within)
     return coeffs, decoded, result
 
 
