@@ -224,36 +224,30 @@ def quantize_dct_one(
     steps = config.max_steps if config.candidates == "gradient" else 1
     xo = original.astype(jnp.float32)
 
-    def candidate(k):
-        return plan_candidate(plan, k, steps)[0]
+    # With "gradient" candidates k = 0 is the plain JPEG; with "bracket" the plain JPEG is k = -1.
+    zero = 0 if config.candidates == "gradient" else -1
 
-    def evaluate(coeffs):
-        scores = survival.exact_scores(score_fn, variables, codec.decode(coeffs), emus)
+    def candidate(k):
+        return jax.tree.map(lambda p, c: jnp.where(k < 0, p, c), plan.plain, plan_candidate(plan, k, steps)[0])
+
+    def evaluate(k):
+        scores = survival.exact_scores(score_fn, variables, codec.decode(candidate(k)), emus)
         return jnp.max(scores) - target, scores
 
-    def l2_of(coeffs):
-        return jnp.sqrt(jnp.sum((codec.decode(coeffs).astype(jnp.float32) - xo) ** 2))
+    def l2_of(k):
+        return jnp.sqrt(jnp.sum((codec.decode(candidate(k)).astype(jnp.float32) - xo) ** 2))
 
-    plain_eval = evaluate(plan.plain)
-    already = plain_eval[0] < -config.margin
     n = int(plan.z0.size)
-    k_cap, feasible = limit_flips(lambda k: l2_of(candidate(k)), plan.n_active, n, limit)
-    # With "gradient" candidates k = 0 is the plain JPEG: reuse its evaluation.
-    first = plain_eval if config.candidates == "gradient" else None
-    found = search_flips(lambda k: evaluate(candidate(k)), k_cap, n, config.margin, first=first)
-    ok = found.success & feasible
-    keep = already | ~feasible | (~ok & (plain_eval[0] <= found.loss))
-    coeffs = jax.tree.map(lambda p, c: jnp.where(keep, p, c), plan.plain, candidate(found.k))
-    k = jnp.where(keep, 0, found.k)
-    loss = jnp.where(keep, plain_eval[0], found.loss)
-    scores = jnp.where(keep, plain_eval[1], found.aux)
+    k_cap, _ = limit_flips(l2_of, plan.n_active, n, limit, zero=zero)
+    found = search_flips(evaluate, k_cap, n, config.margin, zero=zero)
+    coeffs = candidate(found.k)
+    k = jnp.maximum(found.k, 0)
     lam = jnp.where(k > 0, plan.sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
     decoded = codec.decode(coeffs)
     l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - xo) ** 2))
     within = l2 <= limit
-    evaluations = found.evaluations + (1 if first is None else 0) + 1
-    result = QuantizeResult(loss + target, loss, (loss < -config.margin) & within, lam, k, l2, evaluations,
-                            scores, already, within)
+    result = QuantizeResult(found.loss + target, found.loss, found.success & within, lam, k, l2,
+                            found.evaluations + 1, found.aux, found.zero_ok, within)
     return coeffs, decoded, result
 
 

@@ -134,31 +134,25 @@ def quantize_spatial_one(
     sorted_lam = lam_j[order]
 
     def candidate(k):
+        """Candidate ``k``: ``-1`` is the input itself (zero change), ``k >= 0`` the ``lambda`` family."""
         up = jnp.where(rank < jnp.minimum(k, n_helps), ~base_up, base_up)
-        return jnp.where(up, hi_px, lo_px)
+        return jnp.where(k < 0, xo, jnp.where(up, hi_px, lo_px))
 
-    def evaluate(pixels):
-        scores = survival.exact_scores(score_fn, variables, pixels, emus)
+    def evaluate(k):
+        scores = survival.exact_scores(score_fn, variables, candidate(k).astype(jnp.uint8), emus)
         return jnp.max(scores) - target, scores
 
-    # Zero change first: an input that already meets the target is returned untouched.
-    l_orig, s_orig = evaluate(original)
-    already = l_orig < -config.margin
-    k_cap, feasible = limit_flips(lambda k: jnp.sqrt(jnp.sum((candidate(k) - xo) ** 2)), n_helps, n, limit)
-    found = search_flips(lambda k: evaluate(candidate(k)), k_cap, n, config.margin)
-    ok = found.success & feasible
-    # The original wins when it succeeds, when no candidate is within the limit, or when nothing
-    # succeeds and it has the lower loss (the best reached).
-    keep = already | ~feasible | (~ok & (l_orig <= found.loss))
-    out = jnp.where(keep, xo, candidate(found.k))
-    k = jnp.where(keep, 0, found.k)
-    loss = jnp.where(keep, l_orig, found.loss)
-    scores = jnp.where(keep, s_orig, found.aux)
-    lam = jnp.where(keep | (k == 0), 0.0, sorted_lam[jnp.maximum(k - 1, 0)])
+    # The input itself (k = -1) is tried first: one that already meets the target is returned untouched.
+    k_cap, _ = limit_flips(lambda k: jnp.sqrt(jnp.sum((candidate(k) - xo) ** 2)), n_helps, n, limit, zero=-1)
+    found = search_flips(evaluate, k_cap, n, config.margin, zero=-1)
+    out = candidate(found.k)
+    k = jnp.maximum(found.k, 0)
+    lam = jnp.where(k > 0, sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
     l2 = jnp.sqrt(jnp.sum((out - xo) ** 2))
     within = l2 <= limit
-    result = QuantizeResult(loss + target, loss, (loss < -config.margin) & within, lam, k, l2,
-                            found.evaluations + 2, scores, already, within)
+    # evaluations: candidates scored plus one gradient
+    result = QuantizeResult(found.loss + target, found.loss, found.success & within, lam, k, l2,
+                            found.evaluations + 1, found.aux, found.zero_ok, within)
     return out.astype(jnp.uint8), result
 
 
