@@ -8,6 +8,13 @@ pixels in [0, 255] (an attack's output), ``targets`` ``float32 [B]``. Coefficien
 a batched :class:`qcamo_jax.jpeg.codec.JpegCoefficients` (Y, Cb, Cr; blocks in natural order ``[v, u]``) in
 quantization steps, i.e. the integers stored in the JPEG file; ``Hb = ceil(H / 8)``.
 
+The re-encoder set (issue 12). The file must stay adversarial as saved and after every member of
+``config.survive`` (:class:`qcamo_jax.jpeg.reencoders.ReencoderSet`, default ``common``): each search
+step decodes the candidate as libjpeg-turbo does, re-encodes it with every member's DCT, sampling and
+quality, decodes again and scores all versions in one batch; the loss is the worst of them. ``g`` is the
+gradient of the worst (or mean) of the differentiable round trips. The written file's own quality,
+DCT and sampling are free parameters (:class:`DCTConfig`).
+
 The method. The image will be judged after a JPEG encoder at quality Q (the MediaEval setting:
 ImageMagick ``-quality 90``: 4:4:4, IFAST DCT). So we write a JPEG ourselves, at Q, with coefficients
 chosen so that (i) decoding it gives an adversarial image and (ii) re-encoding its decoded pixels by
@@ -22,9 +29,10 @@ clamped to ``max_steps`` steps from the plain-JPEG value ``z0_j`` (what the enco
 original). ``lambda = 0`` is plain JPEG. As ``lambda`` grows, coefficient ``j`` leaves ``z0_j`` (one step
 towards lower loss) at its switching point ``lambda_j = 2 Delta_j (1/2 - s_j r_j) / |g_j|`` with
 ``s_j = -sign(g_j)`` and ``r_j = c_j / Delta_j - z0_j``. The switching points are sorted once and a
-bisection over how many coefficients moved finds the smallest ``lambda`` whose *true* loss - the model
-run on the exactly decoded image (libjpeg's integer IDCT and colour conversion, bit-exact) - is below
-``-margin``. Because the distortion term is measured in the orthonormal DCT domain it equals the
+search over how many coefficients moved (:func:`qcamo_jax.quantize.search.search_flips`: plain JPEG
+first, then all moves, then a bisection) finds the smallest ``lambda`` whose *true* loss - the model
+run on the exactly decoded image (libjpeg's integer IDCT and colour conversion, bit-exact) and on its
+exact re-encodings - is below ``-margin``. Because the distortion term is measured in the orthonormal DCT domain it equals the
 YCbCr pixel-domain squared error.
 
 Why the re-encoder keeps the coefficients: the coefficients are within ``max_steps`` of what the same

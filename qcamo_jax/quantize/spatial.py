@@ -15,10 +15,12 @@ weighted first-order loss,
 which separates per pixel: take ``ceil(u)`` iff ``(2 floor(u) + 1) + lambda g < 0``. ``lambda = 0``
 is the smallest perturbation in the box (rounding towards the original); growing ``lambda`` flips,
 one by one, the pixels whose switching point ``lambda_j = -(2 floor(u_j) + 1) / g_j`` is positive, each
-towards lower loss. The flips are sorted once, and a bisection over their count finds the smallest
-``lambda`` whose *true* loss (the model run on the rounded image) is below ``-margin``. Each bisection
-step is exact (it evaluates exactly the image that will be written) so the output's score is the score
-the saved PNG will have.
+towards lower loss. The flips are sorted once, and a search over their count
+(:func:`qcamo_jax.quantize.search.search_flips`: the input itself first, then all flips, then a
+bisection) finds the smallest ``lambda`` whose *true* loss is below ``-margin``. The true loss is the
+worst over the PNG as saved and its exact round trip through every re-encoder of ``config.survive``
+(:mod:`qcamo_jax.quantize.survival`); each step evaluates exactly the image that will be written, so
+the output's scores are the scores the saved PNG will have (and has after each re-encoder).
 """
 
 from __future__ import annotations
