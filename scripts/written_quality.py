@@ -52,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--margin", type=float, default=0.5, help="quantizer margin (score units)")
     p.add_argument("--attack-margin", type=float, default=3.0, help="PGD goes below T - this")
     p.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
+    p.add_argument("--between", default="pillow-420:75-95", help="extra real re-encoders checked, not optimised for")
     p.add_argument("--cost", action="store_true", help="print forward passes per image per set size and exit")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
@@ -132,19 +133,23 @@ def main(argv=None) -> int:
             qdct.write_jpeg(paths[i], qdct.unbatch(coeffs, i))
         real = evaluate.score_survival(paths, survive, score, targets)
         psnr = np.asarray(metrics.psnr(np.asarray(decoded), originals))
+        # Does sampling a quality range every 5 cover the qualities in between? Pillow 4:2:0 at each Q.
+        between = evaluate.score_survival(paths, ReencoderSet.parse(args.between), score, targets)
         row = {
             "success_real": float(np.mean([r.success for r in real])),
             "success_emulated": float(np.mean(np.asarray(res.success))),
             "per_member": {m: float(np.mean([r.scores[m] < t for r, t in zip(real, targets)])) for m in survive.names},
+            "between": {m: float(np.mean([r.scores[m] < t for r, t in zip(between, targets)]))
+                        for m in ReencoderSet.parse(args.between).names},
             "as_saved": float(np.mean([r.score_saved < t for r, t in zip(real, targets)])),
             "mean_psnr": float(np.mean(psnr)),
             "psnr": psnr.round(2).tolist(),
-            "worst_minus_T": [round(r.worst - t, 2) for r, t in zip(real, targets)],
+            "worst_minus_T": [round(float(r.worst - t), 2) for r, t in zip(real, targets)],
             "seconds_incl_compile": round(seconds, 1),
         }
         out["options"][name] = row
-        print(name, json.dumps(row), file=sys.stderr)
-    text = json.dumps(out, indent=1)
+        print(name, json.dumps(row, default=float), file=sys.stderr)
+    text = json.dumps(out, indent=1, default=float)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
