@@ -38,7 +38,7 @@ from qcamo_jax.imageio import load_rgb
 OWN_FILES = ("report.json", "report.csv", "summary*.png", "evaluation.csv", "evaluation.json")
 
 #: ``name -> reencode(path) -> uint8 [H, W, 3]``: re-encode a file at the evaluation quality, decode it.
-Reencoder = Callable[[str], np.ndarray]
+ReencodeFn = Callable[[str], np.ndarray]
 
 
 class Row(NamedTuple):
@@ -102,7 +102,7 @@ DEFAULT_ENCODERS = (
 )
 
 
-def reencoders(quality: int = 90, names: Sequence[str] = DEFAULT_ENCODERS) -> dict[str, Reencoder]:
+def reencoders(quality: int = 90, names: Sequence[str] = DEFAULT_ENCODERS) -> dict[str, ReencodeFn]:
     """``name -> reencode(path) -> uint8 [H, W, 3]`` for the encoders installed here.
 
     Each re-encodes the file at ``quality`` (:func:`qcamo_jax.jpeg.encoders.encode_file`: ImageMagick
@@ -111,13 +111,79 @@ def reencoders(quality: int = 90, names: Sequence[str] = DEFAULT_ENCODERS) -> di
     """
     from qcamo_jax.jpeg import encoders
 
-    out: dict[str, Reencoder] = {}
+    out: dict[str, ReencodeFn] = {}
     for name in names:
         if name not in encoders.ENCODERS:
             raise QcamoError(f"unknown encoder {name!r}; known: {', '.join(encoders.ENCODERS)}")
         if not encoders.available(name):
             continue
         out[name] = lambda path, _n=name: encoders.encode_file(_n, path, quality).pixels
+    return out
+
+
+def set_reencoders(survive) -> dict[str, ReencodeFn]:
+    """``member name -> reencode(path) -> uint8 [H, W, 3]`` for every member of a re-encoder set.
+
+    The names are :attr:`qcamo_jax.jpeg.reencoders.Reencoder.name` (``"pillow-420:90"``), the same the
+    quantizers' ``survive`` option and reports use; each runs the REAL library
+    (:func:`qcamo_jax.jpeg.encoders.encode_file`: ImageMagick reads the file itself, the others get
+    Pillow's decode of it) at the member's quality and returns Pillow's decode of the result.
+
+    Args:
+      survive: :class:`~qcamo_jax.jpeg.reencoders.ReencoderSet` or a spec string (``"common"``).
+
+    Raises:
+      QcamoError: a bad spec, or a member whose encoder is not installed here (ImageMagick).
+    """
+    from qcamo_jax.jpeg import encoders, reencoders
+
+    out: dict[str, ReencodeFn] = {}
+    for m in reencoders.resolve(survive):
+        if not encoders.available(m.encoder):
+            raise QcamoError(f"re-encoder {m.name} is not installed here (ImageMagick's convert is missing)")
+        out[m.name] = lambda path, _m=m: encoders.encode_file(_m.encoder, path, _m.quality).pixels
+    return out
+
+
+class Survival(NamedTuple):
+    """A file's scores under a re-encoder set, measured with the real libraries.
+
+    Attributes:
+      score_saved: the file as saved (Pillow's decode).
+      scores: ``member name -> score`` after that real re-encoder (and Pillow's decode).
+      worst: the highest of all of them.
+      success: every score (as saved and each member) ``< target``.
+    """
+
+    score_saved: float
+    scores: dict
+    worst: float
+    success: bool
+
+
+def score_survival(paths: Sequence[str | os.PathLike], survive, score: Callable[[Sequence[np.ndarray]], np.ndarray],
+             targets: float | Sequence[float]) -> list[Survival]:
+    """Re-encode each file with every member of ``survive`` (real libraries) and score every version.
+
+    Args:
+      paths: output files (PNG or JPEG).
+      survive: :class:`~qcamo_jax.jpeg.reencoders.ReencoderSet` or spec string.
+      score: batched scorer of ``uint8 [H, W, 3]`` images (:func:`make_scorer`).
+      targets: one target for all files or one per file.
+
+    Returns:
+      One :class:`Survival` per file (success = every member below its target).
+    """
+    paths = [os.fspath(p) for p in paths]
+    t = np.broadcast_to(np.asarray(targets, np.float64), (len(paths),))
+    fns = set_reencoders(survive)
+    saved = score([load_rgb(p) for p in paths])
+    per = {name: score([fn(p) for p in paths]) for name, fn in fns.items()}
+    out = []
+    for i in range(len(paths)):
+        scores = {name: float(v[i]) for name, v in per.items()}
+        worst = max([float(saved[i]), *scores.values()])
+        out.append(Survival(float(saved[i]), scores, worst, bool(worst < t[i])))
     return out
 
 
@@ -151,7 +217,7 @@ def evaluate_files(
     files: Sequence[Path],
     originals: Sequence[Path],
     score: Callable[[Sequence[np.ndarray]], np.ndarray],
-    reencoders: Mapping[str, Reencoder],
+    reencoders: Mapping[str, ReencodeFn],
     target: float | None = 50.0,
     relative: float | None = None,
 ) -> list[Row]:

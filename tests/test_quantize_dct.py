@@ -13,6 +13,7 @@ from PIL import Image
 
 import photos
 from qcamo_jax.jpeg import codec
+from qcamo_jax.jpeg.reencoders import ReencoderSet
 from qcamo_jax.quantize import dct as qdct
 from test_quantize_spatial import float_attack, toy_model
 
@@ -20,7 +21,8 @@ SIZE = (32, 48)
 NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-CFG = qdct.DCTConfig(quality=90, dct_method="ifast", margin=0.1)
+# The core quantizer on the file as saved (empty re-encoder set); sets are tested in test_quantize_survive.py.
+CFG = qdct.DCTConfig(quality=90, dct_method="ifast", margin=0.1, survive=ReencoderSet())
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,7 @@ def test_lambda_zero_is_plain_jpeg(setup):
     score_fn, variables, originals, adv, targets, cfg, *_, run = setup
     coeffs, decoded, res = run(originals, adv, targets + 100.0)
     assert np.all(np.asarray(res.flipped) == 0) and np.all(np.asarray(res.lam) == 0)
+    assert np.all(np.asarray(res.already_below_target)) and np.all(np.asarray(res.success))
     for i in range(len(originals)):
         plain = codec.encode(originals[i], 90, dct_method="ifast")
         for a, b in zip(qdct.unbatch(coeffs, i).components, plain.components):
@@ -104,7 +107,7 @@ def test_imagemagick_q90_keeps_coefficients(tmp_path):
     originals = photos.photos((384, 512), names=("coffee",))
     adv = originals.astype(np.float32) + np.random.default_rng(0).normal(0, 2, originals.shape).astype(np.float32)
     clean = jax.vmap(lambda x: score_fn(variables, x))(originals.astype(jnp.float32))
-    cfg = qdct.DCTConfig(quality=90, dct_method="ifast")
+    cfg = qdct.DCTConfig.for_imagemagick(90)
     coeffs, _, res = jax.jit(lambda o, a, t: qdct.quantize_dct(score_fn, variables, o, a, t, cfg))(originals, adv, clean - 0.5)
     for i in range(len(originals)):
         src, dst = tmp_path / f"{i}.jpg", tmp_path / f"{i}_im.jpg"

@@ -76,14 +76,18 @@ def test_output_is_floor_or_ceil_and_score_is_true(setup):
     np.testing.assert_allclose(np.asarray(res.l2), l2, rtol=1e-5)
 
 
-def test_lambda_zero_when_target_is_easy(setup):
-    """A target above the clean score needs no flips: the output is the in-box point nearest the original."""
+def test_input_already_below_target_is_returned_untouched(setup):
+    """Issue 13 kind 2: a target the original already meets gives zero added change, flagged."""
     score_fn, variables, originals, adv, targets = setup
     q, res = spatial.quantize_spatial(score_fn, variables, originals, adv, targets + 100.0)
+    np.testing.assert_array_equal(np.asarray(q), originals)
+    assert np.all(np.asarray(res.already_below_target)) and np.all(np.asarray(res.success))
     assert np.all(np.asarray(res.flipped) == 0) and np.all(np.asarray(res.lam) == 0)
-    u = adv - originals
-    expected = originals + np.where(2 * np.floor(u) + 1 < 0, np.ceil(u), np.floor(u))
-    np.testing.assert_array_equal(np.asarray(q), expected.astype(np.uint8))
+    assert np.all(np.asarray(res.l2) == 0)
+    clean = np.asarray(jax.vmap(lambda x: score_fn(variables, x))(originals.astype(np.float32)))
+    np.testing.assert_allclose(np.asarray(res.score), clean, atol=1e-4)
+    _, res = spatial.quantize_spatial(score_fn, variables, originals, adv, targets)
+    assert not np.any(np.asarray(res.already_below_target))
 
 
 def test_bisection_is_minimal(setup):

@@ -13,7 +13,9 @@ Modules:
   codec     encode / decode emulation, forward_dct (unquantized coefficients + steps), decode_float.
   diff      differentiable JPEG round trip (straight-through / cubic rounding surrogates).
   io        write a .jpg holding exactly given coefficients; read coefficients back (jpeglib).
-  encoders  registry of real encoders (ImageMagick, Pillow, libjpeg versions via jpeglib).
+  encoders  registry of real encoders (ImageMagick, Pillow, libjpeg versions and mozjpeg via jpeglib).
+  reencoders  the re-encoder set (threat model): Reencoder / ReencoderSet specs, exact and
+            differentiable round trips of its members.
 """
 
 from qcamo_jax.jpeg.codec import (

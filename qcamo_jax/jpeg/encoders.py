@@ -15,6 +15,9 @@ Registry names:
                            bundled libjpeg(-turbo).
   ``libjpeg{V}-{dct}-{sub}`` jpeglib with libjpeg V in {6b, 9f, turbo210}, dct in {islow, ifast, float},
                            sub in {444, 420}; e.g. ``libjpeg6b-ifast-444``.
+  ``mozjpeg-444``, ``mozjpeg-420``  jpeglib's bundled mozjpeg 4.0.3 with its defaults (trellis
+                           quantization, its own tables, progressive): for evaluation only, it has no
+                           exact emulation (see :mod:`qcamo_jax.jpeg.reencoders`).
 
 :func:`encode_file` re-encodes a file instead of pixels (ImageMagick reads the file itself, so a JPEG
 input keeps IM's own behaviour for JPEG inputs).
@@ -36,6 +39,8 @@ from qcamo_jax.jpeg.tables import check_quality
 
 #: jpeglib names of the libjpeg builds exposed in the registry (libjpeg 6b, 9f, libjpeg-turbo 2.1).
 LIBJPEG_VERSIONS = ("6b", "9f", "turbo210")
+#: jpeglib name of the bundled mozjpeg build.
+MOZJPEG_VERSION = "mozjpeg403"
 
 
 class EncoderUnavailable(RuntimeError):
@@ -182,6 +187,9 @@ for _v in LIBJPEG_VERSIONS:
         for _s in ("444", "420"):
             ENCODERS[f"libjpeg{_v}-{_m}-{_s}"] = functools.partial(libjpeg, version=_v, dct_method=_m, subsampling=_s)
 del _v, _m, _s
+for _s in ("444", "420"):
+    ENCODERS[f"mozjpeg-{_s}"] = functools.partial(libjpeg, version=MOZJPEG_VERSION, dct_method="islow", subsampling=_s)
+del _s
 
 
 def available(name: str) -> bool:

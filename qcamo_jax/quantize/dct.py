@@ -8,6 +8,13 @@ pixels in [0, 255] (an attack's output), ``targets`` ``float32 [B]``. Coefficien
 a batched :class:`qcamo_jax.jpeg.codec.JpegCoefficients` (Y, Cb, Cr; blocks in natural order ``[v, u]``) in
 quantization steps, i.e. the integers stored in the JPEG file; ``Hb = ceil(H / 8)``.
 
+The re-encoder set (issue 12). The file must stay adversarial as saved and after every member of
+``config.survive`` (:class:`qcamo_jax.jpeg.reencoders.ReencoderSet`, default ``common``): each search
+step decodes the candidate as libjpeg-turbo does, re-encodes it with every member's DCT, sampling and
+quality, decodes again and scores all versions in one batch; the loss is the worst of them. ``g`` is the
+gradient of the worst (or mean) of the differentiable round trips. The written file's own quality,
+DCT and sampling are free parameters (:class:`DCTConfig`).
+
 The method. The image will be judged after a JPEG encoder at quality Q (the MediaEval setting:
 ImageMagick ``-quality 90``: 4:4:4, IFAST DCT). So we write a JPEG ourselves, at Q, with coefficients
 chosen so that (i) decoding it gives an adversarial image and (ii) re-encoding its decoded pixels by
@@ -22,9 +29,10 @@ clamped to ``max_steps`` steps from the plain-JPEG value ``z0_j`` (what the enco
 original). ``lambda = 0`` is plain JPEG. As ``lambda`` grows, coefficient ``j`` leaves ``z0_j`` (one step
 towards lower loss) at its switching point ``lambda_j = 2 Delta_j (1/2 - s_j r_j) / |g_j|`` with
 ``s_j = -sign(g_j)`` and ``r_j = c_j / Delta_j - z0_j``. The switching points are sorted once and a
-bisection over how many coefficients moved finds the smallest ``lambda`` whose *true* loss - the model
-run on the exactly decoded image (libjpeg's integer IDCT and colour conversion, bit-exact) - is below
-``-margin``. Because the distortion term is measured in the orthonormal DCT domain it equals the
+search over how many coefficients moved (:func:`qcamo_jax.quantize.search.search_flips`: plain JPEG
+first, then all moves, then a bisection) finds the smallest ``lambda`` whose *true* loss - the model
+run on the exactly decoded image (libjpeg's integer IDCT and colour conversion, bit-exact) and on its
+exact re-encodings - is below ``-margin``. Because the distortion term is measured in the orthonormal DCT domain it equals the
 YCbCr pixel-domain squared error.
 
 Why the re-encoder keeps the coefficients: the coefficients are within ``max_steps`` of what the same
@@ -42,43 +50,62 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcamo_jax.jpeg import codec, tables
-from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn, search_flips
+from qcamo_jax.jpeg import codec, reencoders, tables
+from qcamo_jax.quantize import survival
+from qcamo_jax.quantize.search import limit_flips, search_flips
+from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn, check_common
 
 DCT_METHODS = ("islow", "ifast")
 
 
 class DCTConfig(NamedTuple):
-    """Options of :func:`quantize_dct`.
+    """Options of :func:`quantize_dct` (hashable: a static option under ``jit``).
+
+    The written file (``quality``, ``dct_method``, ``subsampling``) is a free parameter: it is our own
+    JPEG, decoded by the viewer and by every re-encoder of ``survive``. The defaults were chosen by
+    ``scripts/written_quality.py`` (docs/quantize.md).
 
     Attributes:
-      quality: JPEG quality factor of the written file (and of the re-encoder it is made for).
-      dct_method: the target encoder's forward DCT, ``"ifast"`` (ImageMagick at quality <= 90) or
-        ``"islow"`` (Pillow, cjpeg defaults).
-      subsampling: ``"444"`` (ImageMagick at quality >= 90, Pillow ``subsampling=0``) or ``"420"``.
-      max_steps: largest change of a coefficient, in quantization steps, from the plain-JPEG value.
-      margin: required safety margin: success means ``score < target - margin`` on the exactly decoded
-        image (other decoders differ by a pixel here and there).
+      quality: JPEG quality factor of the written file (its IJG quantization tables).
+      dct_method: the DCT of the written file's plain encoding (the ``lambda = 0`` point): ``"islow"``,
+        or ``"ifast"`` to make the file what ImageMagick at quality <= 90 writes (so that IM keeps it).
+      subsampling: the written file's sampling, ``"444"`` or ``"420"``; ImageMagick keeps it when it
+        re-encodes the file.
+      max_steps: largest change of a coefficient, in steps of the written table, from the plain value.
+      margin: required safety margin: success means every score ``< target - margin``.
       candidates: ``"gradient"`` - each coefficient may move from the plain-JPEG value along ``-g``
         (up to ``max_steps``); the attack enters through ``g`` only. ``"bracket"`` - the spatial
         quantizer's rule in the DCT domain: each coefficient is one of the two integers bracketing the
         *attacked* image's coefficient ``(c + u) / Delta`` (clamped to ``max_steps`` from plain JPEG);
         ``lambda = 0`` takes the end nearer the original.
+      survive: :class:`~qcamo_jax.jpeg.reencoders.ReencoderSet` the file must stay adversarial after;
+        success is decided on the worst score over the file as saved and every member's exact round
+        trip (default: the ``common`` profile).
+      gradient: ``"worst"`` or ``"mean"``: which differentiable loss over the set gives ``g``.
+      max_l2: largest accepted L2 of the decoded output minus the original (pixel units), or ``None``.
+      min_psnr: smallest accepted PSNR of the decoded output against the original (dB), or ``None``.
     """
 
     quality: int = 90
-    dct_method: str = "ifast"
+    dct_method: str = "islow"
     subsampling: str = "444"
     max_steps: int = 1
     margin: float = 0.0
     candidates: str = "gradient"
+    survive: reencoders.ReencoderSet = reencoders.DEFAULT
+    gradient: str = "worst"
+    max_l2: float | None = None
+    min_psnr: float | None = None
 
     @classmethod
     def for_imagemagick(cls, quality: int = 90, **options) -> "DCTConfig":
-        """Options targeting ImageMagick's ``convert -quality Q`` of a PNG: IFAST DCT up to quality 90,
-        ISLOW above (coders/jpeg.c), 4:4:4 (ImageMagick subsamples only below quality 90; 4:4:4 is
-        what the quality-90 setting of the paper gives)."""
+        """The paper's setting: the file is made for ImageMagick's ``convert -quality Q`` alone.
+
+        IFAST DCT up to quality 90, ISLOW above (coders/jpeg.c), 4:4:4 (what IM writes from a PNG at
+        Q >= 90, and keeps when it re-encodes a 4:4:4 JPEG); ``survive`` = ImageMagick at ``Q``.
+        """
         quality = int(quality)
+        options.setdefault("survive", reencoders.ReencoderSet((reencoders.reencoder("imagemagick", quality),)))
         return cls(quality=quality, dct_method="ifast" if quality <= 90 else "islow", subsampling="444", **options)
 
 
@@ -129,6 +156,7 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
         raise ValueError(f"max_steps must be >= 1, got {config.max_steps}")
     if config.candidates not in ("gradient", "bracket"):
         raise ValueError(f"candidates must be 'gradient' or 'bracket', got {config.candidates!r}")
+    emus = check_common(config.margin, config.survive, config.gradient).emulations(config.subsampling)
     h, w = original.shape[:2]
     sub = config.subsampling
     plain = codec.encode(original, config.quality, dct_method=config.dct_method, subsampling=sub)
@@ -138,7 +166,8 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
     delta = _flat([jnp.broadcast_to(q, c.shape) for q, c in zip(plain.tables, plain.components)]).astype(jnp.float32)
     # Gradient of the loss with respect to the DCT values (DCT units) at the attacked image.
     ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adversarial, jnp.float32), 0.0, 255.0), subsampling=sub)
-    grad = jax.grad(lambda c: score_fn(variables, codec.decode_float(c, height=h, width=w, subsampling=sub)))(ca)
+    grad = jax.grad(lambda c: survival.smooth_score(
+        score_fn, variables, codec.decode_float(c, height=h, width=w, subsampling=sub), emus, config.gradient))(ca)
     g = _flat(grad)
     abs_g = jnp.where(g != 0, jnp.abs(g), 1.0)
     if config.candidates == "gradient":
@@ -191,22 +220,44 @@ def quantize_dct_one(
 ):
     """Quantize one image in the DCT domain (see module docstring).
 
+    The plain JPEG (zero added change) is scored first and returned when it already meets the target
+    under the whole set; otherwise :func:`qcamo_jax.quantize.search.search_flips` over the switching
+    points, capped by the distortion limit (:func:`qcamo_jax.quantize.search.limit_flips`).
+
     Returns:
       ``(coefficients JpegCoefficients, decoded uint8 [H, W, 3], QuantizeResult of scalars)``.
     """
     plan = plan_dct(score_fn, variables, original, adversarial, config)
-
+    emus = reencoders.resolve(config.survive).emulations(config.subsampling)
+    h, w, _ = original.shape
+    limit = survival.l2_limit(h, w, config.max_l2, config.min_psnr)
     steps = config.max_steps if config.candidates == "gradient" else 1
+    xo = original.astype(jnp.float32)
 
-    def loss_of(k):
-        coeffs, _ = plan_candidate(plan, k, steps)
-        return score_fn(variables, codec.decode(coeffs).astype(jnp.float32)) - target
+    # With "gradient" candidates k = 0 is the plain JPEG; with "bracket" the plain JPEG is k = -1.
+    zero = 0 if config.candidates == "gradient" else -1
 
-    k, loss, evals = search_flips(loss_of, plan.n_active, int(plan.z0.size), config.margin)
-    coeffs, lam = plan_candidate(plan, k, steps)
+    def candidate(k):
+        return jax.tree.map(lambda p, c: jnp.where(k < 0, p, c), plan.plain, plan_candidate(plan, k, steps)[0])
+
+    def evaluate(k):
+        scores = survival.exact_scores(score_fn, variables, codec.decode(candidate(k)), emus)
+        return jnp.max(scores) - target, scores
+
+    def l2_of(k):
+        return jnp.sqrt(jnp.sum((codec.decode(candidate(k)).astype(jnp.float32) - xo) ** 2))
+
+    n = int(plan.z0.size)
+    k_cap, _ = limit_flips(l2_of, plan.n_active, n, limit, zero=zero)
+    found = search_flips(evaluate, k_cap, n, config.margin, zero=zero)
+    coeffs = candidate(found.k)
+    k = jnp.maximum(found.k, 0)
+    lam = jnp.where(k > 0, plan.sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
     decoded = codec.decode(coeffs)
-    l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - original.astype(jnp.float32)) ** 2))
-    result = QuantizeResult(loss + target, loss, loss < -config.margin, lam, k, l2, evals)
+    l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - xo) ** 2))
+    within = l2 <= limit
+    result = QuantizeResult(found.loss + target, found.loss, found.success & within, lam, k, l2,
+                            found.evaluations + 1, found.aux, found.zero_ok, within)
     return coeffs, decoded, result
 
 

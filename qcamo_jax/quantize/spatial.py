@@ -15,44 +15,68 @@ weighted first-order loss,
 which separates per pixel: take ``ceil(u)`` iff ``(2 floor(u) + 1) + lambda g < 0``. ``lambda = 0``
 is the smallest perturbation in the box (rounding towards the original); growing ``lambda`` flips,
 one by one, the pixels whose switching point ``lambda_j = -(2 floor(u_j) + 1) / g_j`` is positive, each
-towards lower loss. The flips are sorted once, and a bisection over their count finds the smallest
-``lambda`` whose *true* loss (the model run on the rounded image) is below ``-margin``. Each bisection
-step is exact (it evaluates exactly the image that will be written) so the output's score is the score
-the saved PNG will have.
+towards lower loss. The flips are sorted once, and a search over their count
+(:func:`qcamo_jax.quantize.search.search_flips`: the input itself first, then all flips, then a
+bisection) finds the smallest ``lambda`` whose *true* loss is below ``-margin``. The true loss is the
+worst over the PNG as saved and its exact round trip through every re-encoder of ``config.survive``
+(:mod:`qcamo_jax.quantize.survival`); each step evaluates exactly the image that will be written, so
+the output's scores are the scores the saved PNG will have (and has after each re-encoder).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from qcamo_jax.jpeg import reencoders
+from qcamo_jax.quantize import survival
+from qcamo_jax.quantize.search import bisection_steps, limit_flips, search_flips  # noqa: F401 (re-exported)
+
 ScoreFn = Callable[[Mapping[str, Any], jax.Array], jax.Array]
 
 
 class SpatialConfig(NamedTuple):
-    """Options of :func:`quantize_spatial`.
+    """Options of :func:`quantize_spatial` (hashable: a static option under ``jit``).
 
     Attributes:
-      margin: required safety margin: success means ``score < target - margin`` (score units).
+      margin: required safety margin: success means every score ``< target - margin`` (score units).
+      survive: :class:`~qcamo_jax.jpeg.reencoders.ReencoderSet` the PNG must stay adversarial after
+        (each member re-encodes the PNG's pixels, e.g. ImageMagick q90 = IFAST 4:4:4); empty (the
+        default, the paper's setting) = the PNG as saved only.
+      gradient: the loss whose gradient orders the pixels: ``"worst"`` (the member with the highest
+        score at the attacked image) or ``"mean"`` over ``{as saved} U survive`` (differentiable round
+        trips, :mod:`qcamo_jax.jpeg.diff`).
+      max_l2: largest accepted L2 of output minus original (pixel units), or ``None``.
+      min_psnr: smallest accepted PSNR of the output against the original (dB), or ``None``.
     """
 
     margin: float = 0.0
+    survive: reencoders.ReencoderSet = reencoders.ReencoderSet()
+    gradient: str = "worst"
+    max_l2: float | None = None
+    min_psnr: float | None = None
 
 
 class QuantizeResult(NamedTuple):
-    """Per-image outcome of a quantizer (every field ``[B]``).
+    """Per-image outcome of a quantizer (every field ``[B]`` when batched; ``scores`` ``[B, 1 + E]``).
 
     Attributes:
-      score: true score of the quantized output (the saved file as the model sees it).
+      score: the worst score of the output over ``{as saved} U`` the re-encoder set (= the saved file's
+        score with an empty set): the number that decides success.
       loss: ``score - target``.
-      success: ``score < target - margin``.
-      lam: the lambda chosen by the bisection (0 means the smallest perturbation was enough).
+      success: ``score < target - margin`` and the output within the distortion limit.
+      lam: the lambda chosen by the search (0 means the smallest perturbation was enough).
       flipped: how many entries moved away from the ``lambda = 0`` solution.
       l2: L2 norm of the output minus the original, in pixel units (0-255).
-      evaluations: how many times the model was run per image.
+      evaluations: candidate outputs scored per image (each costs ``1 + E`` forward passes) plus one
+        for the gradient.
+      scores: float32 ``[1 + E]``: as saved, then after each unique round trip of the set, in the order
+        of ``survive.emulations(kind)`` (map members with ``survive.columns(kind)``).
+      already_below_target: the zero-change output (the input pixels for PNG, the plain JPEG encoding
+        for the DCT quantizer) already met the target under the whole set; it is the output.
+      within_limit: the output's distortion is within ``max_l2`` / ``min_psnr``.
     """
 
     score: jax.Array
@@ -62,43 +86,18 @@ class QuantizeResult(NamedTuple):
     flipped: jax.Array
     l2: jax.Array
     evaluations: jax.Array
+    scores: jax.Array
+    already_below_target: jax.Array
+    within_limit: jax.Array
 
 
-def bisection_steps(n: int) -> int:
-    """Number of halvings that reduce ``[0, n]`` to one point."""
-    return max(1, math.ceil(math.log2(n + 1)))
-
-
-def search_flips(loss_of: Callable[[jax.Array], jax.Array], n: jax.Array, n_max: int, margin: float):
-    """Smallest flip count ``k`` in ``[0, n]`` with ``loss_of(k) < -margin`` (bisection).
-
-    ``n`` may be traced; ``n_max >= n`` is static and fixes the number of steps (one compile per shape).
-
-    ``loss_of(k)`` is the true loss of the candidate with the ``k`` first switching points applied.
-    ``k = n`` is evaluated first; if it fails, it is returned (the best the quantizer can do). The
-    bisection keeps ``hi`` a verified success, so the returned candidate was evaluated, even if the
-    loss is not monotone in ``k``.
-
-    Returns:
-      ``(k, loss_at_k, evaluations)``, int32 / float32 / int32 scalars.
-    """
-    n = jnp.asarray(n, jnp.int32)
-    loss_hi = loss_of(n)
-
-    def body(_, carry):
-        lo, hi, l_hi = carry  # loss(lo) assumed failing (lo = -1 is "nothing"), loss(hi) succeeds
-        mid = (lo + hi) // 2
-        # When the interval is closed (hi - lo <= 1) mid == lo; skip the work by testing hi again.
-        active = hi - lo > 1
-        k = jnp.where(active, jnp.maximum(mid, 0), hi)
-        l_mid = loss_of(k)
-        ok = active & (l_mid < -margin)
-        return (jnp.where(active & ~ok, mid, lo), jnp.where(ok, mid, hi), jnp.where(ok, l_mid, l_hi))
-
-    steps = bisection_steps(n_max + 1)
-    lo, hi, l_hi = jax.lax.fori_loop(0, steps, body, (jnp.int32(-1), n, loss_hi))
-    del lo
-    return hi, l_hi, jnp.int32(steps + 1)
+def check_common(margin: float, survive, gradient: str) -> reencoders.ReencoderSet:
+    """Validate the options shared by the quantizers; returns the re-encoder set."""
+    if gradient not in survival.REDUCTIONS:
+        raise ValueError(f"gradient must be one of {survival.REDUCTIONS}, got {gradient!r}")
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0 (score units), got {margin}")
+    return reencoders.resolve(survive)
 
 
 def quantize_spatial_one(
@@ -110,9 +109,13 @@ def quantize_spatial_one(
     Returns:
       ``(quantized uint8 [H, W, 3], QuantizeResult of scalars)``.
     """
+    survive = check_common(config.margin, config.survive, config.gradient)
+    emus = survive.emulations("png")
+    h, w, _ = original.shape
+    limit = survival.l2_limit(h, w, config.max_l2, config.min_psnr)
     xo = original.astype(jnp.float32)
     xa = jnp.clip(adversarial.astype(jnp.float32), 0.0, 255.0)
-    g = jax.grad(lambda x: score_fn(variables, x))(xa)
+    g = jax.grad(lambda x: survival.smooth_score(score_fn, variables, x, emus, config.gradient))(xa)
     # Exact-integer pixels stay (floor == ceil); the perturbation is computed in integer pixel steps.
     lo_px = jnp.floor(xa)
     hi_px = jnp.ceil(xa)
@@ -133,17 +136,25 @@ def quantize_spatial_one(
     sorted_lam = lam_j[order]
 
     def candidate(k):
+        """Candidate ``k``: ``-1`` is the input itself (zero change), ``k >= 0`` the ``lambda`` family."""
         up = jnp.where(rank < jnp.minimum(k, n_helps), ~base_up, base_up)
-        return jnp.where(up, hi_px, lo_px)
+        return jnp.where(k < 0, xo, jnp.where(up, hi_px, lo_px))
 
-    def loss_of(k):
-        return score_fn(variables, candidate(k)) - target
+    def evaluate(k):
+        scores = survival.exact_scores(score_fn, variables, candidate(k).astype(jnp.uint8), emus)
+        return jnp.max(scores) - target, scores
 
-    k, loss, evals = search_flips(loss_of, n_helps, n, config.margin)
-    out = candidate(k)
+    # The input itself (k = -1) is tried first: one that already meets the target is returned untouched.
+    k_cap, _ = limit_flips(lambda k: jnp.sqrt(jnp.sum((candidate(k) - xo) ** 2)), n_helps, n, limit, zero=-1)
+    found = search_flips(evaluate, k_cap, n, config.margin, zero=-1)
+    out = candidate(found.k)
+    k = jnp.maximum(found.k, 0)
     lam = jnp.where(k > 0, sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
     l2 = jnp.sqrt(jnp.sum((out - xo) ** 2))
-    result = QuantizeResult(loss + target, loss, loss < -config.margin, lam, k, l2, evals)
+    within = l2 <= limit
+    # evaluations: candidates scored plus one gradient
+    result = QuantizeResult(found.loss + target, found.loss, found.success & within, lam, k, l2,
+                            found.evaluations + 1, found.aux, found.zero_ok, within)
     return out.astype(jnp.uint8), result
 
 
