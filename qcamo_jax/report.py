@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from qcamo_jax import fileio
-from qcamo_jax.record import FIELDS
+from qcamo_jax.record import FIELDS, REENCODED
 
 
 def _clean(v: Any) -> Any:
@@ -33,14 +33,27 @@ def to_json(records: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps(rows, indent=1, allow_nan=False) + "\n"
 
 
+def reencoder_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The re-encoder names of the records' ``reencoded_scores``, in first-seen order."""
+    names: dict[str, None] = {}
+    for r in records:
+        names.update(dict.fromkeys(r.get(REENCODED) or {}))
+    return list(names)
+
+
 def to_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """The CSV text of ``report.csv``: one row per record, columns :data:`~qcamo_jax.record.FIELDS`."""
-    fields = FIELDS
+    """The CSV text of ``report.csv``: one row per record, columns :data:`~qcamo_jax.record.FIELDS` then
+    one ``after <name>`` column per re-encoder (the score after that real re-encoder)."""
+    names = reencoder_names(records)
+    columns = [*FIELDS, *(f"after {n}" for n in names)]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in records:
-        w.writerow({k: "" if r.get(k) is None else _clean(r.get(k)) for k in fields})
+        after = r.get(REENCODED) or {}
+        row = {k: "" if r.get(k) is None else _clean(r.get(k)) for k in FIELDS}
+        row.update({f"after {n}": "" if after.get(n) is None else _clean(after[n]) for n in names})
+        w.writerow(row)
     return buf.getvalue()
 
 
@@ -52,7 +65,11 @@ def write_reports(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Aggregate numbers of a run: counts, success rates, mean distortion over attacked images."""
+    """Aggregate numbers of a run: counts, success rates, mean distortion over attacked images.
+
+    ``success`` is the share of attacked images below the target as saved and after every re-encoder
+    (within the distortion limits); ``success_after[name]`` the share below it after that re-encoder.
+    """
     done = [r for r in records if r.get("error") is None and r.get("final_score") is not None]
     n = len(done)
 
@@ -65,10 +82,13 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "attacked": n,
         "refused": sum(r.get("error") is not None for r in records),
         "success_saved": (sum(bool(r["success_saved"]) for r in done) / n) if n else None,
-        "success_jpeg90": (sum(bool(r["success_jpeg90"]) for r in done) / n) if n else None,
+        "success": (sum(bool(r.get("success")) for r in done) / n) if n else None,
+        "already_below_target": sum(bool(r.get("already_below_target")) for r in done),
+        "success_after": {name: sum((r.get(REENCODED) or {}).get(name, float("inf")) < r["target"] for r in done) / n
+                          for name in reencoder_names(done)},
         "mean_original_score": mean("original_score"),
         "mean_final_score": mean("final_score"),
-        "mean_jpeg90_score": mean("jpeg90_score"),
+        "mean_worst_score": mean("worst_score"),
         "mean_psnr": mean("psnr"),
         "mean_ssim": mean("ssim"),
         "mean_seconds": mean("seconds"),

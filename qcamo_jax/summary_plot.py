@@ -1,16 +1,16 @@
 """The ``summary.png`` pages of an attack run: every image, its scores, and where it was changed.
 
 Data contract: ``records`` are the run's report records (:data:`qcamo_jax.pipeline.FIELDS`; read here:
-``path``, ``output``, ``error``, ``original_score``, ``final_score``, ``jpeg90_score``,
-``success_jpeg90``, ``psnr``), images are read back from ``path`` and ``output`` as ``uint8 [H, W, 3]``
+``path``, ``output``, ``error``, ``original_score``, ``final_score``, ``worst_score`` (the highest
+score after the re-encoder set), ``success``, ``psnr``), images are read back from ``path`` and ``output`` as ``uint8 [H, W, 3]``
 RGB pixels, and differences are in pixel levels (0-255).
 
 Each page (``summary.png``, then ``summary-2.png``, ``summary-3.png`` ... with :data:`PER_PAGE` images
 each) shows:
 
 * a header with the run's totals;
-* a score chart, one row per image: the original's score, the output's as saved and after JPEG
-  quality-90 re-encoding (green below the target T, red above), and the dashed target line;
+* a score chart, one row per image: the original's score, the output's as saved and its worst
+  score over the re-encoder set (green below the target T, red above), and the dashed target line;
 * one card per image: a heat map of the per-pixel ``|output - original|`` (largest over R, G, B), in
   pixel levels with its colour bar, showing where the image was changed, with the zoom window
   outlined; and the zoom window, the 32 x 32 pixels where the change is strongest (largest sum of
@@ -172,7 +172,7 @@ def _pct(v) -> str:
 def _totals_line(t: Mapping[str, Any], target: float) -> str:
     parts = [f"{t.get('attacked', 0)} attacked, {t.get('refused', 0)} refused",
              f"below T = {target:g}: {_pct(t.get('success_saved'))} as saved, "
-             f"{_pct(t.get('success_jpeg90'))} after JPEG q90"]
+             f"{_pct(t.get('success'))} after every re-encoder"]
     if t.get("mean_psnr") is not None:
         parts.append(f"mean PSNR {t['mean_psnr']:.1f} dB")
     if t.get("mean_ssim") is not None:
@@ -205,7 +205,7 @@ def _score_chart(chunk, offset, target, width: int, height: int) -> np.ndarray:
             ax.text(0.01, y, ellipsize(f"refused: {why}", 90), transform=ax.get_yaxis_transform(), va="center",
                     ha="left", color=_BAD, fontsize=8.5)
             continue
-        s0, s1, s2 = rec.get("original_score"), rec.get("final_score"), rec.get("jpeg90_score")
+        s0, s1, s2 = rec.get("original_score"), rec.get("final_score"), rec.get("worst_score")
         ax.plot([s0, s1], [y, y], color="#bdbdbd", lw=2, zorder=1, solid_capstyle="round")
         ax.scatter([s0], [y], s=40, facecolors="white", edgecolors=_GREY, linewidths=1.5, zorder=3)
         ax.scatter([s1], [y], s=55, marker="|", color="#2c7bb6", linewidths=2.2, zorder=4)
@@ -219,7 +219,7 @@ def _score_chart(chunk, offset, target, width: int, height: int) -> np.ndarray:
             tick.set_color(_BAD)
     ax.set_ylim(max(len(chunk), 1) - 0.5, -0.5)
     scores = [v for r in chunk if _done(r) for v in (r.get("original_score"), r.get("final_score"),
-                                                      r.get("jpeg90_score")) if v is not None]
+                                                      r.get("worst_score")) if v is not None]
     lo, hi = min(scores + [target]), max(scores + [target])
     pad = max(2.0, 0.06 * (hi - lo))
     ax.set_xlim(lo - pad, hi + pad)
@@ -230,8 +230,8 @@ def _score_chart(chunk, offset, target, width: int, height: int) -> np.ndarray:
     handles = [
         Line2D([], [], ls="", marker="o", mfc="white", mec=_GREY, mew=1.5, ms=7, label="original"),
         Line2D([], [], ls="", marker="|", color="#2c7bb6", mew=2.2, ms=10, label="output as saved"),
-        Line2D([], [], ls="", marker="o", color=_GOOD, ms=6, label="after JPEG q90, below T"),
-        Line2D([], [], ls="", marker="o", color=_BAD, ms=6, label="after JPEG q90, not below T"),
+        Line2D([], [], ls="", marker="o", color=_GOOD, ms=6, label="worst re-encoder, below T"),
+        Line2D([], [], ls="", marker="o", color=_BAD, ms=6, label="worst re-encoder, not below T"),
         Line2D([], [], ls="--", color="k", lw=1.2, label=f"target T = {target:g}"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=9, frameon=False)
@@ -279,16 +279,16 @@ def _card(canvas, text, cx, cy, rec, number, target):
 
 
 def _card_title(rec, number, target) -> tuple[str, str, str]:
-    """``(name, colour, scores)`` of a card: green when below T after q90, red otherwise."""
+    """``(name, colour, scores)`` of a card: green when below T after every re-encoder, red otherwise."""
     label = _label(rec, number, 36)
     if not _done(rec):
         return label, _BAD, "refused"
-    s0, s1, s2 = rec.get("original_score"), rec.get("final_score"), rec.get("jpeg90_score")
-    ok = s2 is not None and s2 < target
+    s0, s1, s2 = rec.get("original_score"), rec.get("final_score"), rec.get("worst_score")
+    ok = bool(rec.get("success")) if rec.get("success") is not None else (s2 is not None and s2 < target)
     q90 = "n/a" if s2 is None else f"{s2:.1f}"
     psnr = rec.get("psnr")
     psnr = "identical" if psnr is None else f"PSNR {psnr:.1f} dB"
-    return label, _GOOD if ok else _BAD, f"{s0:.1f} → {s1:.1f} saved → {q90} after q90 {'✓' if ok else '✗'}   {psnr}"
+    return label, _GOOD if ok else _BAD, f"{s0:.1f} → {s1:.1f} saved → {q90} worst {'✓' if ok else '✗'}   {psnr}"
 
 
 def _load_pair(rec) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:

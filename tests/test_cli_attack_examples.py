@@ -49,6 +49,6 @@ def test_quick_start_on_examples(tmp_path):
         scores.append(float(model.apply(model.variables, reencoded[None].astype(np.float32))[0]))
     below = np.mean(np.array(scores) < 50.0)
     assert below >= 0.9, (name, scores)
-    # The report's own verdict (reference encoder) agrees with the real encoder.
-    assert np.mean([r["success_jpeg90"] for r in report]) >= 0.9
+    # The report's own verdict (every real re-encoder of --survive common) agrees.
+    assert np.mean([r["success"] for r in report]) >= 0.9
     assert min(r["psnr"] for r in report) > 30.0, [r["psnr"] for r in report]

@@ -95,7 +95,7 @@ def test_rules_accept_good_values():
     assert options.STEPS("10") == 10 and options.QUALITY("100") == 100 and options.SCORE("49.5") == 49.5
     assert options.MARGIN("0") == 0.0 and options.SEED(str(2**40)) == 2**40
     assert options.DEVICES("all") == "all" and options.DEVICES("2") == 2
-    assert options.MODEL("default") == "default" and options.ENCODER("libjpeg6b-ifast-444") == "libjpeg6b-ifast-444"
+    assert options.MODEL("default") == "default" and options.SURVIVE("imagemagick:90,pillow-420:85-95/5") == "imagemagick:90,pillow-420:85-95/5"
     assert options.ENCODER_LIST("pillow-444, pillow-420") == ("pillow-444", "pillow-420")
     # Every rule's bad examples are refused by the rule itself (the test above relies on it).
     for rule in vars(options).values():

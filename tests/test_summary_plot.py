@@ -21,11 +21,11 @@ def _records(folder, n):
         Image.fromarray(img).save(src)
         Image.fromarray(np.clip(img.astype(int) + rng.integers(-2, 3, img.shape), 0, 255).astype(np.uint8)).save(dst)
         rec = dict(path=str(src), output=str(dst), error=None, original_score=70.0 - i / 10, final_score=48.0,
-                   jpeg90_score=47.0 + (i % 7 == 0) * 5, success_saved=True, success_jpeg90=i % 7 != 0, psnr=40.0,
+                   worst_score=47.0 + (i % 7 == 0) * 5, success_saved=True, success=i % 7 != 0, psnr=40.0,
                    ssim=0.98, seconds=0.5)
         if i == 3:
             rec.update(output=None, error="not an image (format not recognised)", original_score=None,
-                       final_score=None, jpeg90_score=None, success_saved=None, success_jpeg90=None, psnr=None)
+                       final_score=None, worst_score=None, success_saved=None, success=None, psnr=None)
         recs.append(rec)
     (folder / "out_10.png").unlink()  # an output deleted after the run
     return recs

@@ -168,8 +168,19 @@ def _encoder_list(text: str) -> tuple[str, ...]:
     return chosen
 
 
-#: ``--reference-encoder``: a name of :data:`qcamo_jax.jpeg.encoders.ENCODERS`.
-ENCODER = Rule("encoder", _encoder, ["", "nope", "pillow"])
+def _survive(text: str) -> str:
+    from qcamo_jax.jpeg.reencoders import ReencoderSet
+
+    ReencoderSet.parse(text)  # SpecError is a ValueError with a one-line message
+    return text.strip()
+
+
+#: ``--survive``: a re-encoder set spec (:meth:`qcamo_jax.jpeg.reencoders.ReencoderSet.parse`).
+SURVIVE = Rule("re-encoder set", _survive, ["", ",", "nope", "pillow-420", "pillow-420:0", "imagemagick:90-80"])
+#: ``--max-l2``: an L2 distortion in pixel units (0-255 scale), > 0.
+MAX_L2 = number(0, 1e9, lo_open=True)
+#: ``--min-psnr``: a PSNR in dB, > 0.
+MIN_PSNR = number(0, 200, lo_open=True)
 #: ``--encoders``: comma-separated names of :data:`qcamo_jax.jpeg.encoders.ENCODERS`.
 ENCODER_LIST = Rule("encoder list", _encoder_list, ["", ",", "nope", "pillow-444,nope"])
 

@@ -2,8 +2,8 @@
 
 This is everything ``qcamo attack`` does, as an importable library:
 
-1. :func:`discover_inputs` (:mod:`.inputs`) expands files, folders (recursively, image extensions
-   only) and globs into a sorted, de-duplicated list of paths; :func:`output_names` (:mod:`.outputs`)
+1. :func:`discover_inputs` (:mod:`.inputs`) expands files, folders (recursively, image files only:
+   :mod:`qcamo_jax.discovery`) and globs into a sorted, de-duplicated list of paths; :func:`output_names` (:mod:`.outputs`)
    gives each a distinct output name.
 2. Every input is read once (:func:`.inputs.probe_input`) to learn its shape and content hash; bad
    files become records with a one-line ``error`` and the rest goes on.
@@ -15,8 +15,8 @@ This is everything ``qcamo attack`` does, as an importable library:
    ``uint8 [B, H, W, 3]`` images and one PRNG key per image into encoded files. The key of an image is
    derived from the SHA-256 of its bytes and ``--seed`` (not from its position), so results do not
    depend on batching or ordering.
-5. Outputs are scored as saved and after quality-90 re-encoding with the reference encoder
-   (:func:`reencode_reference`, :mod:`.scoring`), and written atomically (:mod:`.batch`); after every
+5. Outputs are scored as saved and after every member of the re-encoder set (``--survive``), each run
+   by its real library (:mod:`.batch`, :mod:`.scoring`), and written atomically; after every
    batch the reports are rewritten atomically, so a run killed at any point leaves complete files
    only, and ``resume=True`` skips images whose output and record match (same input hash, same
    settings, same output hash; :mod:`.resume`).
@@ -35,20 +35,20 @@ from qcamo_jax.pipeline.batch import BatchRunner
 from qcamo_jax.pipeline.engine import AttackEngine, Encoded, Engine, attack_config, make_engine
 from qcamo_jax.pipeline.inputs import discover_inputs, load_input, probe_input
 from qcamo_jax.pipeline.outputs import (CRASH_ENV, REPORT_CSV, REPORT_JSON, RESERVED_STEMS, SUMMARY_PNG, decode_output,
-                                        encode_png, output_names, prepare_output_dir, reencode_reference)
+                                        encode_png, output_names, prepare_output_dir)
 from qcamo_jax.pipeline.plan import Item, engine_batch, job_fingerprint, plan_batches
 from qcamo_jax.pipeline.resume import load_previous_records
 from qcamo_jax.pipeline.runner import RunResult, run
 from qcamo_jax.pipeline.scoring import Scorer, distortion
-from qcamo_jax.pipeline.settings import (DEFAULT_MARGIN, METHODS, QUANTIZERS, REFERENCE_ENCODER, REFERENCE_QUALITY,
+from qcamo_jax.pipeline.settings import (DEFAULT_MARGIN, DEFAULT_SURVIVE, METHODS, QUANTIZERS,
                                          Settings, image_seed, model_identity, settings_hash)
 from qcamo_jax.record import FIELDS, empty_record
 
 __all__ = [
     "AttackEngine", "BatchRunner", "CRASH_ENV", "DEFAULT_MARGIN", "Encoded", "Engine", "FIELDS",
-    "Item", "METHODS", "QUANTIZERS", "REFERENCE_ENCODER", "REFERENCE_QUALITY", "REPORT_CSV", "REPORT_JSON",
+    "DEFAULT_SURVIVE", "Item", "METHODS", "QUANTIZERS", "REPORT_CSV", "REPORT_JSON",
     "RESERVED_STEMS", "RunResult", "SUMMARY_PNG", "Scorer", "Settings", "attack_config", "decode_output",
     "discover_inputs", "distortion", "empty_record", "encode_png", "engine_batch", "image_seed", "job_fingerprint",
     "load_input", "load_previous_records", "make_engine", "model_identity", "output_names", "plan_batches",
-    "prepare_output_dir", "probe_input", "reencode_reference", "run", "settings_hash",
+    "prepare_output_dir", "probe_input", "run", "settings_hash",
 ]

@@ -5,7 +5,7 @@ part of a batch (all of one shape ``(H, W, 3)``) and returns one record (:mod:`q
 item, in order: a refusal (``error`` set) for a file that cannot be read or changed since probing, a
 failure (``error`` = ``"failed: <exception type>: <message>"``, traceback in the log) for an image whose
 attack, quantization, encoding or writing raised - the other images of the batch go on -, else
-the scores as saved and after the reference re-encoding, distortion, and hashes. Each output file is
+the scores as saved and after every real re-encoder of the set (``--survive``), distortion, and hashes. Each output file is
 written atomically before its record exists. Every engine call of a shape group has the same batch
 size (:func:`~qcamo_jax.pipeline.plan.engine_batch` pads), so each shape compiles once.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -25,10 +26,10 @@ from qcamo_jax import fileio
 from qcamo_jax.errors import ImageFileError
 from qcamo_jax.pipeline.engine import Encoded, Engine
 from qcamo_jax.pipeline.inputs import load_input
-from qcamo_jax.pipeline.outputs import _crash_point, decode_output, reencode_reference
+from qcamo_jax.pipeline.outputs import _crash_point, decode_output
 from qcamo_jax.pipeline.plan import Item, engine_batch
 from qcamo_jax.pipeline.scoring import Scorer, distortion
-from qcamo_jax.pipeline.settings import REFERENCE_QUALITY, Settings
+from qcamo_jax.pipeline.settings import Settings
 from qcamo_jax.record import empty_record
 
 
@@ -37,7 +38,11 @@ class BatchRunner:
 
     def __init__(self, out: Path, settings: Settings, shash: str, engine: Engine, scorer: Scorer,
                  log: Callable[[str], None]):
+        from qcamo_jax.evaluate import set_reencoders
+
         self.out, self.settings, self.shash, self.engine, self.scorer, self.log = out, settings, shash, engine, scorer, log
+        #: member name -> real re-encoder (path -> pixels); raises QcamoError up front if one is missing.
+        self.reencoders = set_reencoders(settings.reencoder_set)
 
     def refusal(self, it: Item, reason: str, *, log: bool = True) -> dict[str, Any]:
         """The record of a refused input (``error`` set, no output), logged as one line if ``log``."""
@@ -119,32 +124,39 @@ class BatchRunner:
 
     def _results(self, good: Sequence[Item], x: np.ndarray, encoded: Sequence[Encoded], shape: Sequence[int],
                  score_batch: int, t0: float) -> dict[int, dict[str, Any]]:
-        """Score and measure the outputs of ``x`` (``uint8 [n, H, W, 3]``), write them; records by item index."""
+        """Score and measure the outputs of ``x`` (``uint8 [n, H, W, 3]``), write them; records by item index.
+
+        Each output is scored as saved (Pillow's decode) and after every member of the re-encoder set,
+        run by the REAL library on the output file (:func:`qcamo_jax.evaluate.set_reencoders`), never by
+        our emulation: ``success`` is what a user meets.
+        """
         settings = self.settings
         recs: dict[int, dict[str, Any]] = {}
-        # Host work per image (decode, reference re-encoding) may fail for one image only.
+        names = list(self.reencoders)
+        # Host work per image (decode, real re-encodings) may fail for one image only.
         ok, decoded, reencoded = [], [], []
         for j, it in enumerate(good):
             try:
                 d = decode_output(encoded[j].data)
-                r = reencode_reference(d, REFERENCE_QUALITY, settings.reference_encoder)
+                r = self._reencode(encoded[j].data, settings.extension)
             except Exception as exc:  # noqa: BLE001
                 recs[it.index] = self.failure(it, exc)
                 continue
             ok.append(j)
             decoded.append(d)
-            reencoded.append(r)
+            reencoded.extend(r)
         if not ok:
             return recs
-        n = len(ok)
+        n, e = len(ok), len(names)
         x = x[ok]
-        decoded_a, reencoded_a = np.stack(decoded), np.stack(reencoded)
+        decoded_a = np.stack(decoded)
         try:
-            scores = self.scorer(np.concatenate([x, decoded_a, reencoded_a]), score_batch)
+            scores = self.scorer(np.concatenate([x, decoded_a, *([np.stack(reencoded)] if e else [])]), score_batch)
         except Exception as exc:  # noqa: BLE001 - the run goes on with the next batch
             recs.update({good[j].index: self.failure(good[j], exc) for j in ok})
             return recs
-        s_orig, s_final, s_jpeg = scores[:n], scores[n:2 * n], scores[2 * n:]
+        s_orig, s_final = scores[:n], scores[n:2 * n]
+        s_set = scores[2 * n:].reshape(n, e)
         dist = distortion(x, decoded_a)
         seconds = (time.perf_counter() - t0) / len(good)
         for i, j in enumerate(ok):
@@ -156,11 +168,16 @@ class BatchRunner:
                 recs[it.index] = self.failure(it, exc)
                 continue
             _crash_point("output")
+            after = {name: float(s_set[i, m]) for m, name in enumerate(names)}
+            worst_name, worst = max([("as saved", float(s_final[i])), *after.items()], key=lambda kv: kv[1])
+            within = within_limit(dist[i], settings)
             rec = empty_record(it.path, settings)
             rec.update(
                 output=os.fspath(dest), height=int(shape[0]), width=int(shape[1]),
-                original_score=float(s_orig[i]), final_score=float(s_final[i]), jpeg90_score=float(s_jpeg[i]),
-                success_saved=bool(s_final[i] < settings.target), success_jpeg90=bool(s_jpeg[i] < settings.target),
+                original_score=float(s_orig[i]), final_score=float(s_final[i]), worst_score=worst,
+                worst_reencoder=worst_name, reencoded_scores=after,
+                success_saved=bool(s_final[i] < settings.target), success=bool(worst < settings.target and within),
+                within_limit=within,
                 seconds=round(seconds, 4), input_sha256=it.sha, output_sha256=hashlib.sha256(encoded[j].data).hexdigest(),
                 seed=int(it.seed), settings_hash=self.shash,
             )
@@ -170,6 +187,24 @@ class BatchRunner:
                     rec[k] = _jsonable(v)
             recs[it.index] = rec
         return recs
+
+    def _reencode(self, data: bytes, extension: str) -> list[np.ndarray]:
+        """Pixels of ``data`` (an output file's bytes) after each real re-encoder of the set, in order."""
+        if not self.reencoders:
+            return []
+        with tempfile.TemporaryDirectory(prefix="qcamo_reenc_") as tmp:
+            path = os.path.join(tmp, "output" + extension)
+            with open(path, "wb") as f:
+                f.write(data)
+            return [fn(path) for fn in self.reencoders.values()]
+
+
+def within_limit(dist: dict[str, Any], settings: Settings) -> bool:
+    """Whether an output's distortion (:func:`~qcamo_jax.pipeline.scoring.distortion` of it) meets
+    ``--max-l2`` and ``--min-psnr`` (true when neither is set; an identical output meets any PSNR)."""
+    if settings.max_l2 is not None and dist["l2"] > settings.max_l2:
+        return False
+    return settings.min_psnr is None or dist["psnr"] is None or dist["psnr"] >= settings.min_psnr
 
 
 def _jsonable(v):

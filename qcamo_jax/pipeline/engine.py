@@ -90,24 +90,20 @@ class AttackEngine:
         self.model = model
         self.settings = settings
         method, config = attack_config(settings)
-        transform = None
-        if settings.method == "jpeg-pgd":
-            from qcamo_jax.quantize.dct import DCTConfig
-            from qcamo_jax.quantize.jpeg_aware import jpeg_transform
-
-            # the differentiable round trip of the reference re-encoder (ImageMagick-like)
-            transform = jpeg_transform(DCTConfig.for_imagemagick(settings.quality))
-        attack = api.attack_fn(model.score_one, method, config, transform)
+        attack = api.attack_fn(attack_score_fn(model, settings), method, config, None)
         quantizer = _quantizer(model, settings)
-        self.identity = f"{method}:{config!r}:{settings.quantize}:{settings.quality}"
+        self.identity = f"{method}:{config!r}:{settings.quantize}:{quantizer_config(settings)!r}"
 
         self.traces = 0  # how many times the program was traced (compiled): one per image shape
 
         def program(variables, originals, targets, keys):
             self.traces += 1
             adv, res = attack(variables, originals.astype(jnp.float32), targets, keys)
-            out = quantizer(variables, originals, adv, targets)
-            return out, {"budget": res.budget, "iterations": res.iterations}
+            out, qres = quantizer(variables, originals, adv, targets)
+            extras = {"budget": res.budget, "iterations": res.iterations}
+            if qres is not None:
+                extras.update(already_below_target=qres.already_below_target, within_limit=qres.within_limit)
+            return out, extras
 
         self._variables = model.variables
         if devices is None:
@@ -133,27 +129,84 @@ class AttackEngine:
         return [Encoded(data, {k: v[i] for k, v in extras.items()}) for i, data in enumerate(files)]
 
 
+def quantizer_config(settings: Settings):
+    """The quantizer options of ``settings``: a :class:`~qcamo_jax.quantize.dct.DCTConfig` (``dct``), a
+    :class:`~qcamo_jax.quantize.spatial.SpatialConfig` (``spatial``) or ``None`` (``none``).
+
+    Both carry the re-encoder set (``--survive``), the margin and the distortion limits. A set that is
+    one ImageMagick re-encoder is the paper's setting: the file is written as ImageMagick would write
+    it at that quality (:meth:`~qcamo_jax.quantize.dct.DCTConfig.for_imagemagick`); any other set gets
+    the quantizer's default written file (its measured best, docs/quantize.md) unless ``--quality``
+    says otherwise.
+    """
+    from qcamo_jax.quantize.dct import DCTConfig
+    from qcamo_jax.quantize.spatial import SpatialConfig
+
+    o = dict(settings.attack_options)
+    survive = settings.reencoder_set
+    common = dict(margin=float(o.get("margin", DEFAULT_MARGIN)), survive=survive, max_l2=settings.max_l2,
+                  min_psnr=settings.min_psnr)
+    if settings.quantize == "none":
+        return None
+    if settings.quantize == "spatial":
+        return SpatialConfig(**common)
+    max_steps = int(o.get("max_steps", 1))
+    members = tuple(survive)
+    if len(members) == 1 and members[0].encoder == "imagemagick":
+        return DCTConfig.for_imagemagick(settings.quality or members[0].quality, max_steps=max_steps, **common)
+    if settings.quality is not None:
+        return DCTConfig(quality=int(settings.quality), max_steps=max_steps, **common)
+    return DCTConfig(max_steps=max_steps, **common)
+
+
+def attack_score_fn(model, settings: Settings):
+    """The score the attack minimises: the model's, or, for ``jpeg-pgd`` and for ``spatial`` with a
+    re-encoder set, the mean over the file as saved and the set's differentiable round trips
+    (:func:`qcamo_jax.quantize.survival.survival_score_fn`).
+
+    The spatial quantizer can only choose between the two integers around each attacked pixel, so its
+    attack must already hold after the set; the DCT quantizer moves coefficients along the set's own
+    gradient and keeps the paper's plain attack (``pgd``).
+    """
+    from qcamo_jax.quantize import survival
+
+    config = quantizer_config(settings)
+    survive = settings.reencoder_set
+    if settings.method == "jpeg-pgd" or (settings.quantize == "spatial" and len(survive)):
+        kind = config.subsampling if settings.quantize == "dct" else "png"
+        fn = survival.survival_score_fn(model.score_one, survive, kind, "mean")
+        if settings.method == "jpeg-pgd" and settings.quantize == "dct":
+            from qcamo_jax.quantize.jpeg_aware import jpeg_transform
+
+            written = jpeg_transform(config)  # the attack sees the file it will be written as
+            return lambda v, x: fn(v, written(x))
+        return fn
+    return model.score_one
+
+
 def _quantizer(model, settings: Settings):
-    """``q(variables, originals uint8 [B,H,W,3], adversarial float [B,H,W,3], targets [B]) -> output pytree``.
+    """``q(variables, originals uint8 [B,H,W,3], adversarial float [B,H,W,3], targets [B]) -> (output, result)``.
 
     ``none``/``spatial`` give ``uint8 [B, H, W, 3]`` pixels; ``dct`` a batched
-    :class:`qcamo_jax.jpeg.codec.JpegCoefficients` made for the reference re-encoder (ImageMagick-like:
-    IFAST DCT up to quality 90, ISLOW above; 4:4:4).
+    :class:`qcamo_jax.jpeg.codec.JpegCoefficients`; ``result`` is the quantizer's
+    :class:`~qcamo_jax.quantize.spatial.QuantizeResult` (``None`` for ``none``).
     """
     import jax.numpy as jnp
 
-    margin = float(dict(settings.attack_options).get("margin", DEFAULT_MARGIN))
+    config = quantizer_config(settings)
     if settings.quantize == "none":
-        return lambda v, o, a, t: jnp.clip(jnp.round(a), 0, 255).astype(jnp.uint8)
+        return lambda v, o, a, t: (jnp.clip(jnp.round(a), 0, 255).astype(jnp.uint8), None)
     if settings.quantize == "spatial":
-        from qcamo_jax.quantize.spatial import SpatialConfig, quantize_spatial
+        from qcamo_jax.quantize.spatial import quantize_spatial
 
-        return lambda v, o, a, t: quantize_spatial(model.score_one, v, o, a, t, SpatialConfig(margin=margin))[0]
-    from qcamo_jax.quantize.dct import DCTConfig, quantize_dct
+        return lambda v, o, a, t: quantize_spatial(model.score_one, v, o, a, t, config)
+    from qcamo_jax.quantize.dct import quantize_dct
 
-    config = DCTConfig.for_imagemagick(settings.quality, max_steps=int(dict(settings.attack_options).get("max_steps", 1)),
-                                       margin=margin)
-    return lambda v, o, a, t: quantize_dct(model.score_one, v, o, a, t, config)[0]
+    def dct(v, o, a, t):
+        coeffs, _, res = quantize_dct(model.score_one, v, o, a, t, config)
+        return coeffs, res
+
+    return dct
 
 
 def _encode_outputs(out, originals: np.ndarray, settings: Settings) -> list[bytes]:

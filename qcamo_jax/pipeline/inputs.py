@@ -10,13 +10,13 @@ again at attack time and raises :class:`qcamo_jax.errors.ImageFileError` if the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from qcamo_jax import fileio, imageio
+from qcamo_jax.display import format_size
 from qcamo_jax.discovery import discover_inputs  # noqa: F401 (the one definition, re-exported for the pipeline)
 from qcamo_jax.errors import ImageFileError
 
@@ -34,7 +34,8 @@ def probe_input(path: Path, min_size: Sequence[int]) -> dict[str, Any]:
     except OSError as exc:  # raced away between the read and the hash
         return {"sha256": None, "shape": None, "error": f"cannot read ({exc.strerror or exc})"}
     (h, w), (min_h, min_w) = img.shape[:2], (int(s) for s in min_size)
-    error = f"{w}x{h} pixels is smaller than the model's minimum {min_w}x{min_h}" if h < min_h or w < min_w else None
+    error = (f"{format_size(w, h)} is smaller than the model's minimum {format_size(min_w, min_h)}"
+             if h < min_h or w < min_w else None)
     return {"sha256": sha, "shape": list(img.shape), "error": error}
 
 

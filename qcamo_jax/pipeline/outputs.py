@@ -1,12 +1,12 @@
 """The files a run writes: the output folder, output names, the bytes of output files.
 
 Data contract: the output folder holds one file per attacked input, named by :func:`output_names`
-(``<stem>.jpg`` or ``<stem>.png``, never a :data:`RESERVED_STEMS` stem), plus :data:`REPORT_JSON`,
+(``<stem>.jpg`` or ``<stem>.png``, never a :data:`RESERVED_STEMS` stem nor a summary page's, ``summary-2``...), plus :data:`REPORT_JSON`,
 :data:`REPORT_CSV` and :data:`SUMMARY_PNG`. Every file is written whole or not at all
 (:func:`qcamo_jax.fileio.atomic_write_bytes`); a run killed while writing leaves ``.<name>.<random>.tmp``
 files that :func:`prepare_output_dir` removes. Pixels are ``uint8 [H, W, 3]`` RGB; :func:`encode_png`
 is deterministic, :func:`decode_output` decodes as Pillow (libjpeg-turbo, ISLOW) does, and
-:func:`reencode_reference` is the quality-90 round trip behind ``success_jpeg90``. Errors are
+Errors are
 :class:`qcamo_jax.errors.QcamoError` with one line naming the path.
 """
 
@@ -25,7 +25,7 @@ from PIL import Image
 from qcamo_jax import imageio
 from qcamo_jax.errors import QcamoError
 from qcamo_jax.discovery import resolve_path
-from qcamo_jax.pipeline.settings import REFERENCE_ENCODER, REFERENCE_QUALITY
+from qcamo_jax.summary_plot import is_page_stem
 
 #: Output stems reserved for the run's own files.
 RESERVED_STEMS = frozenset({"report", "summary"})
@@ -47,7 +47,7 @@ def output_names(paths: Sequence[Path], extension: str) -> list[str]:
         counts[s.lower()] = counts.get(s.lower(), 0) + 1
     names = []
     for p, s in zip(paths, stems):
-        if counts[s.lower()] > 1 or s.lower() in RESERVED_STEMS:
+        if counts[s.lower()] > 1 or s.lower() in RESERVED_STEMS or is_page_stem(s.lower()):
             s = f"{s}-{hashlib.sha256(str(resolve_path(p)).encode()).hexdigest()[:8]}"
         names.append(s + extension)
     return names
@@ -94,33 +94,6 @@ def decode_output(data: bytes) -> np.ndarray:
         im.load()
         return imageio.to_rgb_array(im)
 
-
-def reencode_reference(pixels: np.ndarray, quality: int = REFERENCE_QUALITY, encoder: str = REFERENCE_ENCODER) -> np.ndarray:
-    """The "slightly JPEG compressed" round trip behind ``success_jpeg90``: encode at ``quality``, decode.
-
-    The default encoder, ``libjpeg6b-ifast-444``, is what ImageMagick's ``convert -quality 90`` does to a
-    colour PNG (4:4:4, fast integer DCT; bit-identical files, see ``tests/test_pipeline.py``), run through
-    jpeglib's bundled libjpeg so that the result does not depend on which ImageMagick is installed. It
-    differs from ImageMagick only on images whose pixels are all gray, which ImageMagick writes as a
-    one-component JPEG. Any name of :data:`qcamo_jax.jpeg.encoders.ENCODERS` works (``imagemagick``
-    runs the real ``convert``). Decoding is Pillow's (libjpeg-turbo, ISLOW IDCT).
-
-    Args:
-      pixels: ``uint8 [H, W, 3]``.
-      quality: IJG quality.
-      encoder: encoder registry name.
-
-    Returns:
-      ``uint8 [H, W, 3]`` decoded pixels.
-    """
-    from qcamo_jax.jpeg import encoders
-
-    if encoder not in encoders.ENCODERS:
-        raise QcamoError(f"unknown reference encoder {encoder!r}; known: {', '.join(encoders.ENCODERS)}")
-    try:
-        return encoders.ENCODERS[encoder](np.ascontiguousarray(np.asarray(pixels, np.uint8)), int(quality)).pixels
-    except encoders.EncoderUnavailable as exc:
-        raise QcamoError(f"reference encoder {encoder!r} unavailable: {exc}") from None
 
 #: Test hook: ``QCAMO_CRASH_AT=output:N`` (or ``report:N``) makes the process SIGKILL itself right after
 #: its N-th output file (report checkpoint) is written, to test kill -9 at exact points of a run.

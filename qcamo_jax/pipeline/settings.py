@@ -16,10 +16,8 @@ from typing import Any, Mapping
 
 from qcamo_jax.errors import QcamoError
 
-#: Quality of the reference re-encoding behind ``success_jpeg90`` (the MediaEval 2020 setting).
-REFERENCE_QUALITY = 90
-#: Encoder of that re-encoding (a :data:`qcamo_jax.jpeg.encoders.ENCODERS` name): ImageMagick-equivalent.
-REFERENCE_ENCODER = "libjpeg6b-ifast-444"
+#: Default re-encoder set (``--survive``): a profile of :data:`qcamo_jax.jpeg.reencoders.PROFILES`.
+DEFAULT_SURVIVE = "common"
 METHODS = ("pgd", "fgsm", "ifgsm", "jpeg-pgd")
 #: Default safety margin (score units): attack and quantizer aim below ``T - 1``, because the decoder
 #: and re-encoder a file meets never equal the simulated ones exactly (a q90 re-encoding moved scores of
@@ -37,28 +35,47 @@ class Settings:
       method: attack, one of :data:`METHODS`.
       quantize: ``"dct"`` (JPEG coefficients, ``.jpg``), ``"spatial"`` (8-bit pixels, ``.png``) or
         ``"none"`` (plain rounding of the attack, ``.png``).
-      quality: JPEG quality of the ``dct`` quantizer's output file.
+      quality: JPEG quality of the ``dct`` quantizer's output file; ``None``: the quantizer's default
+        (:class:`qcamo_jax.quantize.dct.DCTConfig`), or the member's quality for a set that is one
+        ImageMagick re-encoder (the paper's setting, ``--survive imagemagick``).
       seed: base seed; each image's key is derived from it and the image's content hash.
       attack_options: extra options of the attack and quantizer (see :func:`attack_config`).
-      reference_encoder: encoder of the quality-90 re-encoding behind ``success_jpeg90``
-        (see :func:`reencode_reference`).
+      survive: the re-encoder set (threat model) every output must stay below T after, as a spec
+        string of :meth:`qcamo_jax.jpeg.reencoders.ReencoderSet.parse` (``"common"``,
+        ``"imagemagick"``, ``"imagemagick:90,pillow-420:85-95/5"``, ``"none"``).
+      max_l2: largest accepted L2 distortion of an output against its input (pixel units), or ``None``.
+      min_psnr: smallest accepted PSNR of an output against its input (dB), or ``None``.
     """
 
     target: float = 50.0
     method: str = "pgd"
     quantize: str = "dct"
-    quality: int = 90
+    quality: int | None = None
     seed: int = 0
     attack_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    reference_encoder: str = REFERENCE_ENCODER
+    survive: str = DEFAULT_SURVIVE
+    max_l2: float | None = None
+    min_psnr: float | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise QcamoError(f"unknown --method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.quantize not in QUANTIZERS:
             raise QcamoError(f"unknown --quantize {self.quantize!r}; choose from {', '.join(QUANTIZERS)}")
-        if not 1 <= int(self.quality) <= 100:
+        if self.quality is not None and not 1 <= int(self.quality) <= 100:
             raise QcamoError(f"--quality must be in 1..100, got {self.quality}")
+        self.reencoder_set  # noqa: B018 - a bad --survive spec raises here, before any work
+        if self.max_l2 is not None and not self.max_l2 > 0:
+            raise QcamoError(f"--max-l2 must be > 0, got {self.max_l2}")
+        if self.min_psnr is not None and not self.min_psnr > 0:
+            raise QcamoError(f"--min-psnr must be > 0, got {self.min_psnr}")
+
+    @property
+    def reencoder_set(self):
+        """The parsed :class:`qcamo_jax.jpeg.reencoders.ReencoderSet` of :attr:`survive`."""
+        from qcamo_jax.jpeg import reencoders
+
+        return reencoders.ReencoderSet.parse(self.survive)
 
     @property
     def extension(self) -> str:
