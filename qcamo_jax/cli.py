@@ -3,7 +3,8 @@
 Each subcommand lives in ``qcamo_jax/commands/<name>.py`` and exposes ``add_arguments(parser)`` and
 ``run(args) -> int``; heavy imports (JAX, the models) happen inside ``run`` so ``qcamo --help`` is fast.
 Any :class:`qcamo_jax.errors.QcamoError` that escapes a command is printed as one line
-(``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback.
+(``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback. Exit codes are defined
+in :mod:`qcamo_jax.exitcodes`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from qcamo_jax import __version__
+from qcamo_jax import __version__, exitcodes
 from qcamo_jax.errors import QcamoError
 
 #: subcommand -> one-line help. The module qcamo_jax.commands.<name> implements it.
@@ -53,15 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):
         parser.print_help()
-        return 2
+        return exitcodes.USAGE
     try:
         return int(args._run(args) or 0)
     except QcamoError as exc:
         print(f"qcamo: error: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     except KeyboardInterrupt:
         print("qcamo: interrupted", file=sys.stderr)
-        return 130
+        return exitcodes.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ set and ``output`` ``None``. The pipeline (:mod:`qcamo_jax.pipeline`) fills reco
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 #: Columns of report.csv, in order (report.json objects carry the same keys).
 FIELDS = (
@@ -32,3 +32,16 @@ def empty_record(path: str | os.PathLike, settings) -> dict[str, Any]:
     rec = {k: None for k in FIELDS}
     rec.update(path=os.fspath(path), target=float(settings.target), method=settings.method, quantize=settings.quantize)
     return rec
+
+
+#: The record fields that must all be true for an image to have reached the target: below T as saved,
+#: and below T after each re-encoding checked. (Change this one place when the re-encoders change.)
+SUCCESS_FIELDS = ("success_saved", "success_jpeg90")
+
+
+def reached_target(rec: Mapping[str, Any]) -> bool:
+    """Did this input's output get below the target T, as saved and after every re-encoder checked?
+
+    ``False`` for a refused input (``error`` set) or a record missing any of :data:`SUCCESS_FIELDS`.
+    """
+    return rec.get("error") is None and all(rec.get(k) is True for k in SUCCESS_FIELDS)

@@ -12,7 +12,7 @@ coefficients. Unknown attack options raise :class:`qcamo_jax.errors.QcamoError`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -76,9 +76,11 @@ class AttackEngine:
 
     One jitted program per image shape maps ``uint8 [B, H, W, 3]`` originals, targets and per-image
     keys to the quantized output (pixels, or JPEG coefficients for ``dct``) plus per-image budget and
-    iterations; the host then encodes each output file. With ``devices`` the program runs data-parallel
-    over a device mesh (:func:`qcamo_jax.sharding.data_parallel`); each image's result does not depend on
-    the others in its batch.
+    iterations; the host then encodes each output file. Inside, the images run one after the other
+    (``lax.map`` of the batched attack at batch size 1), so an image's output bytes depend neither on
+    the batch size nor on the other images of its batch (``tests/test_batch_invariance.py``). With
+    ``devices`` the program runs data-parallel over a device mesh
+    (:func:`qcamo_jax.sharding.data_parallel`).
     """
 
     def __init__(self, model, settings: Settings, *, devices: str | int | None = None):
@@ -97,25 +99,39 @@ class AttackEngine:
 
             # the differentiable round trip of the reference re-encoder (ImageMagick-like)
             transform = jpeg_transform(DCTConfig.for_imagemagick(settings.quality))
-        attack = api.attack_fn(model.score_one, method, config, transform)
-        quantizer = _quantizer(model, settings)
+        #: Host listener of the compiled program: ``compile_start(shape, batch)`` before a new shape runs,
+        #: ``units(n)`` as it runs (see :mod:`qcamo_jax.pipeline.progress`); ``None``: nobody listens.
+        self.listener = None
+        self._method, self._config = method, config
+        self._seen_shapes: set[tuple[int, ...]] = set()
+        score_one = _reporting(model.score_one, self._unit)
+        attack = api.attack_fn(score_one, method, config, transform)
+        quantizer = _quantizer(model, settings, score_one)
         self.identity = f"{method}:{config!r}:{settings.quantize}:{settings.quality}"
 
         self.traces = 0  # how many times the program was traced (compiled): one per image shape
 
+        def one(variables, original, target, key):
+            adv, res = attack(variables, original[None].astype(jnp.float32), target[None], key[None])
+            out = quantizer(variables, original[None], adv, target[None])
+            return jax.tree.map(lambda a: a[0], out), {"budget": res.budget[0], "iterations": res.iterations[0]}
+
         def program(variables, originals, targets, keys):
             self.traces += 1
-            adv, res = attack(variables, originals.astype(jnp.float32), targets, keys)
-            out = quantizer(variables, originals, adv, targets)
-            return out, {"budget": res.budget, "iterations": res.iterations}
+            # One image at a time (lax.map), not vmap: XLA picks convolution algorithms by shape, so
+            # the batch size would change an image's arithmetic (scores moved in the 7th digit).
+            # Every image runs the same batch-of-one computation, whatever the batch it came in.
+            return jax.lax.map(lambda a: one(variables, *a), (originals, targets, keys))
 
         self._variables = model.variables
+        self._reporters = 1  # devices the batch is split over (this process's)
         if devices is None:
             self._program = jax.jit(program)
         else:
             from qcamo_jax import sharding
 
             mesh = sharding.make_mesh(devices)
+            self._reporters = sharding.local_device_count(mesh)
             self._variables = sharding.replicate(model.variables, mesh)
             self._program = sharding.data_parallel(program, mesh, in_axes=(None, 0, 0, 0))
 
@@ -126,14 +142,70 @@ class AttackEngine:
         images = np.asarray(images, np.uint8)
         keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
         targets = np.full((images.shape[0],), self.settings.target, np.float32)
+        if images.shape not in self._seen_shapes:  # the first call of a shape compiles it
+            self._seen_shapes.add(images.shape)
+            if self.listener is not None:
+                self.listener.compile_start(images.shape[1:], images.shape[0])
         out, extras = self._program(self._variables, images, targets, keys)
         out = jax.tree.map(np.asarray, out)  # JpegCoefficients keeps its static fields
         extras = {k: np.asarray(v) for k, v in extras.items()}
         files = _encode_outputs(out, images, self.settings)
         return [Encoded(data, {k: v[i] for k, v in extras.items()}) for i, data in enumerate(files)]
 
+    def _unit(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener.units(1)
 
-def _quantizer(model, settings: Settings):
+    def expected_units(self, shape: Sequence[int], batch: int) -> int:
+        """How many units one call on ``batch`` images of ``shape`` reports at most (its model evaluations).
+
+        A unit is one model evaluation of one image (the program runs the images one after the other;
+        a batch split over a mesh is padded to a multiple of its devices). The count is the most the
+        attack and the quantizer can make; early stopping makes fewer.
+        """
+        images = -(-int(batch) // self._reporters) * self._reporters
+        return images * (_attack_evaluations(self._method, self._config)
+                         + _quantizer_evaluations(self.settings.quantize, shape))
+
+
+def _reporting(score_fn, unit: Callable[[], None]):
+    """``score_fn`` that reports one unit to the host (``unit()``) each time the program evaluates it.
+
+    The callback takes no argument on purpose: under ``vmap`` a callback with batched arguments is
+    unrolled into one call per batch element, while this one stays a single call per evaluation. It
+    does not touch the score, so the numbers are those of ``score_fn``.
+    """
+    import jax
+
+    def score(variables, image):
+        jax.debug.callback(unit)
+        return score_fn(variables, image)
+
+    return score
+
+
+def _attack_evaluations(method: str, config) -> int:
+    """The most model evaluations an :mod:`qcamo_jax.attacks.api` method makes per image (``config``: its config)."""
+    if method == "search":  # the clean score, then per try PGD steps + its final score, then refinement
+        return 1 + config.bisection_steps * (config.pgd.steps + 1) + max(0, config.refine_steps)
+    if method in ("pgd", "ifgsm"):
+        return config.steps + 1
+    return 2  # fgsm: one gradient, one score
+
+
+def _quantizer_evaluations(quantize: str, shape: Sequence[int]) -> int:
+    """Model evaluations of the quantizer per image: one gradient, the full candidate, the bisection."""
+    if quantize == "none":
+        return 0
+    from qcamo_jax.quantize.spatial import bisection_steps
+
+    h, w = int(shape[0]), int(shape[1])
+    n = h * w * 3 if quantize == "spatial" else 3 * 64 * (-(-h // 8)) * (-(-w // 8))
+    return 2 + bisection_steps(n + 1)
+
+
+def _quantizer(model, settings: Settings, score_fn=None):
     """``q(variables, originals uint8 [B,H,W,3], adversarial float [B,H,W,3], targets [B]) -> output pytree``.
 
     ``none``/``spatial`` give ``uint8 [B, H, W, 3]`` pixels; ``dct`` a batched
@@ -142,18 +214,19 @@ def _quantizer(model, settings: Settings):
     """
     import jax.numpy as jnp
 
+    score_fn = score_fn or model.score_one
     margin = float(dict(settings.attack_options).get("margin", DEFAULT_MARGIN))
     if settings.quantize == "none":
         return lambda v, o, a, t: jnp.clip(jnp.round(a), 0, 255).astype(jnp.uint8)
     if settings.quantize == "spatial":
         from qcamo_jax.quantize.spatial import SpatialConfig, quantize_spatial
 
-        return lambda v, o, a, t: quantize_spatial(model.score_one, v, o, a, t, SpatialConfig(margin=margin))[0]
+        return lambda v, o, a, t: quantize_spatial(score_fn, v, o, a, t, SpatialConfig(margin=margin))[0]
     from qcamo_jax.quantize.dct import DCTConfig, quantize_dct
 
     config = DCTConfig.for_imagemagick(settings.quality, max_steps=int(dict(settings.attack_options).get("max_steps", 1)),
                                        margin=margin)
-    return lambda v, o, a, t: quantize_dct(model.score_one, v, o, a, t, config)[0]
+    return lambda v, o, a, t: quantize_dct(score_fn, v, o, a, t, config)[0]
 
 
 def _encode_outputs(out, originals: np.ndarray, settings: Settings) -> list[bytes]:
