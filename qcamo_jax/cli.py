@@ -7,7 +7,7 @@ Any :class:`qcamo_jax.errors.QcamoError` that escapes a command is printed as on
 file (:class:`qcamo_jax.imageio.ImageFileWarning`: a damaged PNG text chunk ignored, a file of a folder
 skipped) is printed as one line, ``qcamo: warning: <file>: <problem>``. A bad option value is
 refused while parsing, as one line naming the option, also with exit code 2
-(:mod:`qcamo_jax.commands.options`).
+(:mod:`qcamo_jax.commands.options`). Exit codes are defined in :mod:`qcamo_jax.exitcodes`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import importlib
 import sys
 import warnings
 
-from qcamo_jax import __version__
+from qcamo_jax import __version__, exitcodes
 from qcamo_jax.commands import options
 from qcamo_jax.errors import QcamoError
 
@@ -73,15 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if not hasattr(args, "_run"):
         parser.print_help()
-        return 2
+        return exitcodes.USAGE
     try:
         return int(args._run(args) or 0)
     except QcamoError as exc:
         print(f"qcamo: error: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     except KeyboardInterrupt:
         print("qcamo: interrupted", file=sys.stderr)
-        return 130
+        return exitcodes.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``qcamo attack``: attack images so the quality model scores them below a target.
 
 Thin: parse, join a multi-host job if there is one, call :func:`qcamo_jax.pipeline.run`, print a
-one-line summary. See docs/cli.md, and docs/scaling.md for multi-host runs.
+one-line summary and return the run's exit code (:mod:`qcamo_jax.exitcodes`). See docs/cli.md, and
+docs/scaling.md for multi-host runs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qcamo_jax import exitcodes
 from qcamo_jax.commands import options
 
 
@@ -46,7 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=options.MARGIN, default=None,
                    help="aim below T - margin in the attack and the quantizer (safety against other decoders and re-encoders; default 1)")
     p.add_argument("--no-summary", action="store_true", help="do not write summary.png")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, compile lines or table of misses (errors and the summary line remain)")
+    p.add_argument("--log-json", default=None, metavar="PATH", type=options.OUTPUT_FILE,
+                   help="append the run's events as JSON lines to PATH (compile_start/end, progress, image_done, "
+                        "image_failed, end with the exit code), for scripts")
+    p.epilog = exitcodes.epilog()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     settings = pipeline.Settings(target=args.target, method=args.method, quantize=args.quantize, quality=args.quality,
                                  seed=args.seed, attack_options=options, survive=args.survive, max_l2=args.max_l2,
                                  min_psnr=args.min_psnr)
-    # Refuse a bad output path or an empty input list before loading anything heavy.
-    out = pipeline.prepare_output_dir(args.out)
+    # Refuse a bad output path or an empty input list before loading anything heavy; create nothing yet.
+    out = pipeline.check_output_dir(args.out)
     inputs = pipeline.discover_inputs(args.inputs, exclude=out)
     if not inputs:
         raise QcamoError("no input images found in " + " ".join(args.inputs))
@@ -72,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         main_process = jax.process_index() == 0
     model = load_model(args.model)
     result = pipeline.run(inputs, out, model, settings, batch_size=args.batch_size, resume=args.resume,
-                          devices=args.devices, progress=not args.quiet, summary=not args.no_summary)
+                          devices=args.devices, progress=not args.quiet, summary=not args.no_summary,
+                          log_json=args.log_json)
     # Every process of a multi-host job has every record, so the same exit code; process 0 tells the story.
     if not main_process:
         return result.exit_code
@@ -80,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
     rate = lambda v: "n/a" if v is None else f"{100 * v:.0f}%"
     print(f"qcamo: {s['attacked']}/{s['inputs']} images attacked ({result.reused} reused), {s['refused']} refused; "
           f"below T={args.target:g}: saved {rate(s['success_saved'])}, after every re-encoder of --survive "
-          f"{args.survive} {rate(s['success'])}; "
-          f"report: {out / pipeline.REPORT_JSON}", file=sys.stderr)
+          f"{args.survive} {rate(s['success'])}; report: {out / pipeline.REPORT_JSON}; exit code {result.exit_code}",
+          file=sys.stderr)
     return result.exit_code

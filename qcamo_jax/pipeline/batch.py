@@ -37,10 +37,11 @@ class BatchRunner:
     """Attacks one process's part of a batch and writes its output files and records."""
 
     def __init__(self, out: Path, settings: Settings, shash: str, engine: Engine, scorer: Scorer,
-                 log: Callable[[str], None]):
+                 log: Callable[[str], None], events=None):
         from qcamo_jax.evaluate import set_reencoders
 
         self.out, self.settings, self.shash, self.engine, self.scorer, self.log = out, settings, shash, engine, scorer, log
+        self.events = events  # a qcamo_jax.pipeline.progress.Progress, or None
         #: member name -> real re-encoder (path -> pixels); raises QcamoError up front if one is missing.
         self.reencoders = set_reencoders(settings.reencoder_set)
 
@@ -53,7 +54,7 @@ class BatchRunner:
         return rec
 
     def attack_part(self, part: Sequence[Item], shape: Sequence[int], size: int, score_batch: int, *,
-                    collective: bool) -> list[dict[str, Any]]:
+                    collective: bool, batch_images: int | None = None) -> list[dict[str, Any]]:
         """Attack ``part`` (images of ``shape``), write the outputs; one record per item of ``part``.
 
         Args:
@@ -63,6 +64,7 @@ class BatchRunner:
           score_batch: chunk size of the scorer: the whole batch's size, so that scores are computed as
             in a single-process run.
           collective: the engine call is collective: make it even when no image of ``part`` is left.
+          batch_images: images of the whole batch (all processes), for the progress bar; default ``part``'s.
         """
         t0 = time.perf_counter()
         recs: dict[int, dict[str, Any]] = {}
@@ -76,6 +78,10 @@ class BatchRunner:
             images.append(img)
             good.append(it)
         if good or collective:
+            if self.events is not None:
+                expected = getattr(self.engine, "expected_units", None)
+                self.events.batch_start(len(part) if batch_images is None else batch_images,
+                                        expected(shape, size) if expected else 1)
             x, encoded = self._engine_outputs(images, good, size, shape, collective)
             done = [j for j, e in enumerate(encoded) if not isinstance(e, BaseException)]
             for j, e in enumerate(encoded):

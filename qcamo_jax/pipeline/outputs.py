@@ -53,6 +53,30 @@ def output_names(paths: Sequence[Path], extension: str) -> list[str]:
     return names
 
 
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Check that ``out_dir`` is, or could be created as, a writable folder, without creating anything.
+
+    A run refuses a bad output path before its heavy work, but creates the folder only once it has a
+    valid input (:func:`prepare_output_dir`), so a run with nothing to do leaves nothing behind.
+
+    Raises:
+      QcamoError: the path is a file, a parent of it is a file, or the folder (or the existing
+        parent it would be created in) is not writable.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise QcamoError("output path exists and is not a folder", out)
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise QcamoError(f"cannot create output folder ({parent} is not a folder)", out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        what = "output folder is not writable" if parent == out else f"cannot create output folder (no write access to {parent})"
+        raise QcamoError(what, out)
+    return out
+
+
 def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
     """Create ``out_dir`` if needed and check it is a writable folder; remove stale temporary files.
 

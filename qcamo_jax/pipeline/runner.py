@@ -16,13 +16,15 @@ import os
 import sys
 from typing import Any, Callable, NamedTuple, Sequence
 
+from qcamo_jax import exitcodes
 from qcamo_jax import report as report_mod
 from qcamo_jax.errors import QcamoError
 from qcamo_jax.pipeline.batch import BatchRunner
 from qcamo_jax.pipeline.engine import Engine, make_engine
 from qcamo_jax.pipeline.inputs import discover_inputs, probe_input
-from qcamo_jax.pipeline.outputs import SUMMARY_PNG, _crash_point, output_names, prepare_output_dir
+from qcamo_jax.pipeline.outputs import SUMMARY_PNG, _crash_point, check_output_dir, output_names, prepare_output_dir
 from qcamo_jax.pipeline.plan import Item, job_fingerprint, plan_batches
+from qcamo_jax.pipeline.progress import Progress
 from qcamo_jax.pipeline.resume import finished_records, load_previous_records, reuse_flags
 from qcamo_jax.pipeline.scoring import Scorer
 from qcamo_jax.pipeline.settings import Settings, image_seed, model_identity, settings_hash
@@ -38,8 +40,8 @@ class RunResult(NamedTuple):
 
     @property
     def exit_code(self) -> int:
-        """0 only if every image was processed (attacked or reused), else 1."""
-        return 0 if self.failed == 0 and self.records else 1
+        """The command's exit code for these records (:func:`qcamo_jax.exitcodes.for_records`)."""
+        return exitcodes.for_records(self.records)
 
 
 def run(
@@ -55,6 +57,7 @@ def run(
     progress: bool = True,
     summary: bool = True,
     log: Callable[[str], None] | None = None,
+    log_json: str | os.PathLike | None = None,
 ) -> RunResult:
     """Attack every input image and write outputs, ``report.json``, ``report.csv`` and ``summary.png``.
 
@@ -76,23 +79,25 @@ def run(
       resume: skip images whose output and record from a previous run in ``out_dir`` are intact and
         were made with the same settings; everything else is (re)computed.
       devices: ``None`` for the default device, ``"all"`` or a count to shard batches over devices.
-      progress: show a tqdm progress bar (images/s) on stderr (process 0 only).
+      progress: show the progress bar (moving inside a batch, with ETA) and a line per compilation on
+        stderr (process 0 only); see :mod:`qcamo_jax.pipeline.progress`.
       summary: write ``summary.png``.
-      log: where one-line messages (refusals, warnings) go; default stderr.
+      log: where one-line messages (refusals, warnings, the table of images that missed T) go;
+        default stderr.
+      log_json: append the run's events as JSON lines to this file (process 0 only).
 
     Returns:
-      :class:`RunResult`; ``exit_code`` is 0 only if every image was processed.
+      :class:`RunResult`; ``exit_code`` as :mod:`qcamo_jax.exitcodes` defines.
 
     Raises:
-      QcamoError: the output folder is unusable, or no inputs were given, or the processes of a
-        multi-process run were given different inputs or settings.
+      QcamoError: the output folder is unusable, or no input is a valid image (then nothing is
+        created: no folder, no report), or the processes of a multi-process run were given different
+        inputs or settings.
     """
     from qcamo_jax.multihost import ProcessGroup
 
     group = ProcessGroup.current()
-    # Every process removes stale temporary files here, before its first collective call below: no
-    # process of the job can be writing an output yet.
-    out = prepare_output_dir(out_dir)
+    out = check_output_dir(out_dir)  # refused early, but created only once there is a valid input
     paths = discover_inputs(inputs, exclude=out)
     if not paths:
         raise QcamoError("no input images found in " + " ".join(map(os.fspath, inputs)))
@@ -105,21 +110,44 @@ def run(
     group.agree("the inputs and settings", job_fingerprint(paths, names, shash, batch_size, resume, devices))
     items = [Item(i, p, n) for i, (p, n) in enumerate(zip(paths, names))]
     records: list[dict[str, Any] | None] = [None] * len(items)
-    batches = BatchRunner(out, settings, shash, engine, Scorer(model), log)
-    bar = _progress_bar(len(items), progress and group.is_main)
+    events = Progress(len(items), bar=progress, log=log, log_json=log_json, enabled=group.is_main)
+    if hasattr(engine, "listener"):
+        engine.listener = events
+    batches = BatchRunner(out, settings, shash, engine, Scorer(model), log, events)
+    try:
+        return _run(batches, items, records, out, model, settings, batch_size, resume, summary, group, events, log)
+    except BaseException as exc:
+        events.abort(exc)
+        raise
+    finally:
+        if hasattr(engine, "listener"):
+            engine.listener = None
 
+
+def _run(batches: BatchRunner, items: list[Item], records: list, out, model, settings: Settings, batch_size: int,
+         resume: bool, summary: bool, group, events: Progress, log: Callable[[str], None]) -> RunResult:
+    """The passes of :func:`run` once the inputs, the engine and the reporting are set up."""
     # Pass 1: read every input once (shape, hash), each process its part; refuse the bad ones, alike on
     # every process. Pixels are re-read per batch so that memory stays bounded by one batch.
     ok: list[Item] = []
     probes = group.gather_parts([probe_input(it.path, model.min_size) for it in group.part(items)])
+    refused = []
     for it, probe in zip(items, probes):
         it.sha = probe["sha256"]
         if probe["error"] is not None:
             records[it.index] = batches.refusal(it, probe["error"], log=group.is_main)
-            bar.update(1)
+            refused.append(records[it.index])
             continue
         it.shape, it.seed = tuple(probe["shape"]), image_seed(it.sha, settings.seed)
         ok.append(it)
+    events.images(refused, instant=True)
+    if not ok:
+        events.close(refused, exitcodes.USAGE)
+        raise QcamoError(f"no valid input image ({len(refused)} refused); nothing was written")
+    # Every process removes stale temporary files here, before any process can write an output: the
+    # first output is written after the collective calls below, which every process makes after this.
+    shash = batches.shash
+    prepare_output_dir(out)
 
     previous = group.broadcast(load_previous_records(out) if resume and group.is_main else {})
     plan = plan_batches(ok, batch_size)
@@ -130,30 +158,32 @@ def run(
             for it in batch:
                 records[it.index] = dict(previous[os.fspath(it.path)])
             reused += len(batch)
-            bar.update(len(batch))
+            events.images([records[it.index] for it in batch], instant=True)
             continue
         # Each process attacks its part (every process makes the engine call, even with an empty part)
         # and everyone learns the records of the whole batch.
-        part = batches.attack_part(group.part(batch), shape, group.part_size(b), b, collective=group.count > 1)
+        part = batches.attack_part(group.part(batch), shape, group.part_size(b), b, collective=group.count > 1,
+                                   batch_images=len(batch))
         for it, rec in zip(batch, group.gather_parts(part)):
             records[it.index] = rec
             processed += int(rec["error"] is None)
-        bar.update(len(batch))
+        events.images([records[it.index] for it in batch])
         if group.is_main:  # checkpoint: the reports always describe complete outputs only
             report_mod.write_reports(out, finished_records(records, previous, resume))
             _crash_point("report")
-    bar.close()
 
     final = [r for r in records if r is not None]
     if group.is_main:
         report_mod.write_reports(out, final)
-        if summary:
+        if summary and any(r.get("output") for r in final):
             try:
                 report_mod.write_summary(out / SUMMARY_PNG, final, target=settings.target)
             except Exception as exc:  # a plot must never lose a finished run
                 log(f"qcamo: warning: summary plot not written ({type(exc).__name__}: {exc})")
     failed = sum(r["error"] is not None for r in final)
-    return RunResult(final, processed, reused, failed)
+    result = RunResult(final, processed, reused, failed)
+    events.close(final, result.exit_code)
+    return result
 
 
 def _stderr_log(progress: bool) -> Callable[[str], None]:
@@ -166,9 +196,3 @@ def _stderr_log(progress: bool) -> Callable[[str], None]:
             print(msg, file=sys.stderr)
 
     return log
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="attack", disable=not enabled, file=sys.stderr, dynamic_ncols=True)

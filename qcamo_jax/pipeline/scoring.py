@@ -2,8 +2,9 @@
 
 Data contract: :class:`Scorer` maps ``uint8 [N, H, W, 3]`` RGB pixels to ``float64 [N]`` scores on the
 model's 0-100 scale, in fixed-size chunks (one compile per shape and chunk size; the last chunk is
-padded by repeating its last image). :func:`distortion` gives per image pair ``l2`` and ``linf`` in pixel
-units (0-255), ``psnr`` in dB (``None`` when identical) and ``ssim``.
+padded by repeating its last image), each image scored alone so that its score does not depend on the
+chunk. :func:`distortion` gives per image pair ``l2`` and ``linf`` in pixel units (0-255), ``psnr`` in
+dB (``None`` when identical) and ``ssim``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ from typing import Callable
 import numpy as np
 
 class Scorer:
-    """Batched model scoring of ``uint8`` images, jitted once and padded to a fixed batch size per shape."""
+    """Model scoring of ``uint8`` images in chunks of a fixed size per shape (one compile per shape and size).
+
+    The images of a chunk are scored one after the other inside the compiled program, so a score is
+    the same whatever the chunk size or the other images of the chunk.
+    """
 
     def __init__(self, model, apply_fn: Callable | None = None):
         import jax
         import jax.numpy as jnp
 
         self.model = model
-        self._fn = apply_fn or jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32)))
+        # One image at a time inside the program (see AttackEngine): a score must not depend on the
+        # chunk size, which XLA's shape-dependent convolution algorithms would otherwise make it do.
+        one = lambda v, x: model.apply(v, x[None].astype(jnp.float32))[0]  # noqa: E731
+        self._fn = apply_fn or jax.jit(lambda v, x: jax.lax.map(lambda xi: one(v, xi), x))
 
     def __call__(self, images: np.ndarray, batch: int) -> np.ndarray:
         images = np.asarray(images, np.uint8)

@@ -1,0 +1,221 @@
+"""What a run tells the person (a bar on stderr) and the script (``--log-json`` events) while it goes.
+
+Data contract: :class:`Progress` receives the run's events - a shape's compilation starting and
+ending, a batch starting, *units* of work done inside a batch (one per model evaluation of the
+compiled program, reported from the device by :func:`jax.debug.callback`, see
+:class:`~qcamo_jax.pipeline.engine.AttackEngine`), records of finished or refused images - and turns
+them into
+
+* a tqdm bar in images (fractional inside a batch: ``units done / units expected`` of the batch's
+  images) with rate and ETA, compilation time excluded from the ETA;
+* one stderr line per compilation (with its duration) and per refused input;
+* JSON lines in ``log_json`` (one object per line, ``"event"`` and ``"time"`` (s since the run
+  started) in each): ``start``, ``compile_start``, ``compile_end``, ``progress`` (at most every 10% of
+  a batch), ``image_done``, ``image_failed``, ``end``;
+* at the end, a table (under 100 columns) of the images that did not reach the target.
+
+Only the main process of a multi-host run reports; the others get ``enabled=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from qcamo_jax.errors import QcamoError
+from qcamo_jax.record import reached_target
+
+#: In-batch ``progress`` events are written each time the batch crosses another tenth.
+PROGRESS_STEPS = 10
+#: Width limit of the final table (the project's rule for terminal tables).
+TABLE_COLUMNS = 100
+
+
+class Progress:
+    """A run's progress, for a person (``bar``) and for scripts (``log_json``).
+
+    Args:
+      total: number of input images.
+      bar: show the tqdm bar and the compile lines on stderr.
+      log: where one-line messages go (refusals, compile lines, the final table).
+      log_json: path of the JSON-lines event log, or ``None``.
+      enabled: ``False`` on the non-main processes of a multi-host run: nothing is shown or written.
+    """
+
+    def __init__(self, total: int, *, bar: bool = True, log: Callable[[str], None] | None = None,
+                 log_json: str | os.PathLike | None = None, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.enabled = enabled
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.show = bar and enabled
+        self._t0 = time.perf_counter()
+        self._lock = threading.Lock()
+        self._json = None
+        if log_json and enabled:
+            try:
+                self._json = open(log_json, "a", encoding="utf-8")
+            except OSError as exc:
+                raise QcamoError(f"cannot write the --log-json file ({exc.strerror or exc})", log_json) from None
+        self._bar = tqdm(total=total, unit="img", desc="attack", disable=not self.show, file=sys.stderr,
+                         dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}]")
+        self.total = total
+        self.done = 0.0  # images finished (whole batches)
+        self._batch_images = 0
+        self._batch_units = 1
+        self._units = 0
+        self._shown_in_batch = 0.0
+        self._next_event = 1
+        self._compile_t0 = 0.0
+        self._compile_seconds = 0.0
+        self._instant = 0  # images done without attack time (refused up front, reused)
+        self._compiling: tuple | None = None
+        self.closed = False
+        self.event("start", images=total)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Write one JSON line ``{"event": kind, "time": seconds, **fields}`` (if ``log_json`` was given)."""
+        if self._json is None:
+            return
+        line = json.dumps({"event": kind, "time": round(time.perf_counter() - self._t0, 3), **fields}, default=str)
+        with self._lock:
+            self._json.write(line + "\n")
+            self._json.flush()
+
+    def message(self, msg: str) -> None:
+        """A line for the person, printed above the bar (not in ``--quiet`` mode)."""
+        if self.show:
+            self._bar.write(msg, file=sys.stderr)
+
+    def compile_start(self, shape: Sequence[int], batch: int) -> None:
+        """A new shape is about to be compiled; it ends at the program's first unit (or the batch's end)."""
+        self._compiling = (tuple(shape), int(batch))
+        self._compile_t0 = time.perf_counter()
+        self.message(f"qcamo: compiling the attack for {shape[1]} x {shape[0]} (W x H) images, batch {batch} "
+                     f"(once per image size; minutes for large images)...")
+        self.event("compile_start", width=int(shape[1]), height=int(shape[0]), batch=int(batch))
+
+    def compile_end(self, shape: Sequence[int], batch: int) -> None:
+        self._compiling = None
+        seconds = time.perf_counter() - self._compile_t0
+        self._compile_seconds += seconds
+        self.message(f"qcamo: compiled in {seconds:.1f} s")
+        self.event("compile_end", width=int(shape[1]), height=int(shape[0]), batch=int(batch), seconds=round(seconds, 3))
+        if self.show:
+            self._bar.unpause()  # the ETA counts attack time only, not the compilation
+
+    def batch_start(self, images: int, units: int) -> None:
+        """A batch of ``images`` real images starts; the engine will report about ``units`` units for it."""
+        with self._lock:
+            self._batch_images, self._batch_units = images, max(1, int(units))
+            self._units, self._shown_in_batch, self._next_event = 0, 0.0, 1
+
+    def units(self, n: int = 1) -> None:
+        """``n`` units of the current batch are done (called from the device callback's thread)."""
+        if self._compiling is not None:  # the program's first unit: compilation is over
+            self.compile_end(*self._compiling)
+        with self._lock:
+            self._units += n
+            # Never show a batch as finished before its records exist: cap just below its images.
+            frac = min(self._units / self._batch_units, 0.99)
+            shown = frac * self._batch_images
+            step, self._shown_in_batch = shown - self._shown_in_batch, shown
+            crossed = frac * PROGRESS_STEPS >= self._next_event
+            if crossed:
+                self._next_event = int(frac * PROGRESS_STEPS) + 1
+        if step > 0:
+            self._bar.update(step)
+        if crossed:
+            self.event("progress", images_done=round(self.done + shown, 3), images=self.total,
+                       batch_fraction=round(frac, 3), eta_s=self._eta())
+
+    def images(self, records: Sequence[Mapping[str, Any]], *, instant: bool = False) -> None:
+        """Images finished (attacked, reused or refused): their events, and the bar set to whole images.
+
+        ``instant``: they took no attack time (refused when probed, or reused): the ETA leaves them out.
+        """
+        if not records:
+            return
+        if instant:
+            self._instant += len(records)
+        if self._compiling is not None:  # an engine that reports no units
+            self.compile_end(*self._compiling)
+        with self._lock:
+            partial, self._shown_in_batch, self._batch_images = self._shown_in_batch, 0.0, 0
+        self._bar.update(len(records) - partial)
+        self.done += len(records)
+        for r in records:
+            if r.get("error") is not None:
+                self.event("image_failed", path=r.get("path"), error=r.get("error"))
+            else:
+                self.event("image_done", path=r.get("path"), output=r.get("output"),
+                           original_score=r.get("original_score"), final_score=r.get("final_score"),
+                           jpeg90_score=r.get("jpeg90_score"), reached_target=reached_target(r))
+        self.event("progress", images_done=self.done, images=self.total, batch_fraction=1.0, eta_s=self._eta())
+
+    def _eta(self) -> float | None:
+        """Seconds left at the average rate so far, compilation excluded (``None`` before any progress)."""
+        worked = self.done + self._shown_in_batch - self._instant
+        elapsed = time.perf_counter() - self._t0 - self._compile_seconds
+        if worked <= 0 or elapsed <= 0:
+            return None
+        return round(elapsed * (self.total - self._instant - worked) / worked, 1)
+
+    def close(self, records: Sequence[Mapping[str, Any]], exit_code: int) -> None:
+        """Close the bar, print the table of images that missed the target, write the ``end`` event."""
+        if self.closed:
+            return
+        self.closed = True
+        self._bar.close()
+        missed = [r for r in records if r.get("error") is None and not reached_target(r)]
+        if missed and self.show:
+            for line in missed_table(missed, target=missed[0].get("target")):
+                self.log(line)
+        self.event("end", exit_code=int(exit_code), images=len(records), missed=len(missed),
+                   failed=sum(r.get("error") is not None for r in records))
+        if self._json is not None:
+            self._json.close()
+            self._json = None
+
+    def abort(self, exc: BaseException) -> None:
+        """The run stopped on an exception: close the bar and the log (``end`` event with ``error``)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._bar.close()
+        self.event("end", error=f"{type(exc).__name__}: {exc}")
+        if self._json is not None:
+            self._json.close()
+            self._json = None
+
+
+def missed_table(records: Sequence[Mapping[str, Any]], target: float | None) -> list[str]:
+    """Lines of a table (at most :data:`TABLE_COLUMNS` wide) of the images that did not reach ``target``.
+
+    Columns: the output's file name (shortened in the middle if long), the score of the original, as
+    saved and after the reference quality-90 re-encoding, and which check missed.
+    """
+    def fmt(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    rows = []
+    for r in records:
+        why = [name for name, key in (("saved", "success_saved"), ("q90", "success_jpeg90")) if r.get(key) is not True]
+        name = Path(r.get("output") or r.get("path") or "?").name
+        rows.append((name, fmt(r.get("original_score")), fmt(r.get("final_score")), fmt(r.get("jpeg90_score")),
+                     ",".join(why)))
+    fixed = 4 * 10 + 10  # four numeric/short columns of 8 plus separators, and the "missed" column
+    width = max(8, min(max(len(r[0]) for r in rows), TABLE_COLUMNS - fixed))
+    short = lambda s: s if len(s) <= width else s[: (width - 3) // 2] + "..." + s[-(width - 3 - (width - 3) // 2):]  # noqa: E731
+    head = f"qcamo: {len(rows)} image(s) not below T={target:g}:" if target is not None else \
+        f"qcamo: {len(rows)} image(s) not below T:"
+    lines = [head, f"  {'image':<{width}}  {'original':>8}  {'saved':>8}  {'q90':>8}  missed"]
+    lines += [f"  {short(n):<{width}}  {o:>8}  {s:>8}  {j:>8}  {w}" for n, o, s, j, w in rows]
+    return lines
