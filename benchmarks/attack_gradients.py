@@ -34,6 +34,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from report_json import emit  # noqa: E402  (benchmarks/ is on sys.path: run as a script)
 
 
 def load_photos(size: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
@@ -133,14 +136,7 @@ def main(argv=None) -> int:
                         "default": "embedded default model (qcamo-small)"}[args.model],
               "images": f"{len(names)} crops {h}x{w}", "names": names, "target": f"own score - {args.drop}",
               "eps_max": 2000.0, "common_successes": int(common.sum()), "rows": rows}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        from qcamo_jax.fileio import atomic_write
-
-        with atomic_write(args.out, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

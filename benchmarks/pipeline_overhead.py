@@ -18,7 +18,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+
+from report_json import emit  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 class TimedEngine:
@@ -100,14 +101,7 @@ def main(argv=None) -> int:
               "outside_engine_s": round(wall - engine.seconds, 2),
               "outside_share": round((wall - engine.seconds) / wall, 4), "exit_code": result.exit_code,
               "loadavg_start": [round(v, 2) for v in load0], "loadavg_end": [round(v, 2) for v in os.getloadavg()]}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        from qcamo_jax.fileio import atomic_write
-
-        with atomic_write(args.out, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":
