@@ -9,4 +9,9 @@ Data contract used throughout the package (each module restates what it needs):
   * JPEG coefficients are integers per 8x8 block, see :mod:`qcamo_jax.jpeg`.
 """
 
+from qcamo_jax import xla_flags as _xla_flags
+
+# First thing, before anything imports a JAX backend: XLA reads XLA_FLAGS once, when it starts.
+_xla_flags.apply()
+
 __version__ = "0.1.0"

@@ -27,14 +27,23 @@ def _images(n, seed=1):
     return jax.random.uniform(jax.random.PRNGKey(seed), (n, H, W, 3), minval=40.0, maxval=215.0)
 
 
-def test_search_finds_the_minimal_l2_of_a_linear_score_within_2_percent():
+#: The default search and the paper's plain procedure (constant steps, tries from the original, no
+#: refinement) with the two gradient savers (first-order first try, early exit on a tight bracket) on.
+CONFIGS = {
+    "default": attacks.SearchConfig(),
+    "guess_rtol": attacks.SearchConfig(pgd=attacks.PGDConfig(steps=5), first_guess=1.0, rtol=0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_search_finds_the_minimal_l2_of_a_linear_score_within_2_percent(name):
     w = jax.random.normal(jax.random.PRNGKey(0), (H, W, 3))
     v = {"w": 0.05 * w / jnp.linalg.norm(w), "b": jnp.float32(60.0)}
     x = _images(8)
     optimum = jnp.array([30.0, 75.0, 160.0, 333.0, 610.0, 980.0, 1450.0, 1900.0])
     q0 = jax.vmap(linear_score, in_axes=(None, 0))(v, x)
     targets = q0 - 0.05 * optimum
-    adv, res = attacks.make_attack(linear_score, "search")(v, x, targets, None)
+    adv, res = attacks.make_attack(linear_score, "search", CONFIGS[name])(v, x, targets, None)
     assert bool(res.success.all())
     rel = np.asarray(res.l2 / optimum)
     assert np.all(rel >= 1.0 - 1e-4), rel  # nothing beats the optimum
@@ -45,7 +54,8 @@ def test_search_finds_the_minimal_l2_of_a_linear_score_within_2_percent():
     np.testing.assert_array_less(res.score, targets)
 
 
-def test_search_finds_the_minimal_l2_of_a_quadratic_score_and_reports_failures():
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_search_finds_the_minimal_l2_of_a_quadratic_score_and_reports_failures(name):
     c = jnp.full((H, W, 3), 128.0)
     v = {"s": jnp.float32(1e-3), "c": c}
     # Images at distance 3000 from c (random directions, inside the pixel box): the straight path to c
@@ -58,7 +68,7 @@ def test_search_finds_the_minimal_l2_of_a_quadratic_score_and_reports_failures()
     r0 = jnp.full((5,), 3000.0)
     optimum = jnp.array([40.0, 200.0, 700.0, 1500.0, 2600.0])  # the last one is beyond eps_max = 2000
     targets = 1e-3 * jnp.square(r0 - optimum)
-    adv, res = attacks.make_attack(quadratic_score, "search")(v, x, targets, None)
+    adv, res = attacks.make_attack(quadratic_score, "search", CONFIGS[name])(v, x, targets, None)
     assert list(np.asarray(res.success)) == [True, True, True, True, False]
     rel = np.asarray(res.l2[:4] / optimum[:4])
     assert np.all((rel >= 1.0 - 1e-4) & (rel <= 1.02)), rel
@@ -67,12 +77,16 @@ def test_search_finds_the_minimal_l2_of_a_quadratic_score_and_reports_failures()
     assert float(res.score[4]) < float(quadratic_score(v, x[4]))
 
 
-def test_one_trace_per_input_shape_and_batch_equals_one_by_one():
+@pytest.mark.parametrize("savers", [False, True])
+def test_one_trace_per_input_shape_and_batch_equals_one_by_one(savers):
     w = jax.random.normal(jax.random.PRNGKey(3), (H, W, 3))
     v = {"w": 0.05 * w / jnp.linalg.norm(w), "b": jnp.float32(60.0)}
     # A nonlinear score so that the comparison is not trivially exact.
     score = lambda v, x: 20.0 * jnp.tanh(linear_score(v, x) / 20.0)  # noqa: E731
-    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=5, random_start=True), bisection_steps=4)
+    # savers: per-image first try and per-image early exit from the tries' while loop (images of a
+    # batch stop after different numbers of tries).
+    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=5, random_start=True), bisection_steps=4,
+                               first_guess=1.0 if savers else 0.0, rtol=0.2 if savers else 0.0)
     chex.clear_trace_counter()
     attack = attacks.attack_fn(score, "search", cfg)
 
@@ -186,14 +200,15 @@ def test_full_size_random_koncept_one_small_image():
     assert bool(res.success[0])
 
 
-def test_an_image_already_below_target_is_returned_unchanged():
+@pytest.mark.parametrize("name, grads", [("default", 7), ("guess_rtol", 1)])
+def test_an_image_already_below_target_is_returned_unchanged(name, grads):
     w = jax.random.normal(jax.random.PRNGKey(0), (H, W, 3))
     v = {"w": 0.05 * w / jnp.linalg.norm(w), "b": jnp.float32(60.0)}
     x = _images(2, seed=5)
     q0 = jax.vmap(linear_score, in_axes=(None, 0))(v, x)
     targets = q0 + jnp.array([1.0, -5.0])  # image 0 already below its target
-    adv, res = attacks.make_attack(linear_score, "search")(v, x, targets, None)
+    adv, res = attacks.make_attack(linear_score, "search", CONFIGS[name])(v, x, targets, None)
     assert list(np.asarray(res.success)) == [True, True]
     np.testing.assert_array_equal(adv[0], x[0])
-    assert float(res.l2[0]) == 0.0 and float(res.budget[0]) == 0.0 and int(res.iterations[0]) == 7
+    assert float(res.l2[0]) == 0.0 and float(res.budget[0]) == 0.0 and int(res.iterations[0]) == grads
     np.testing.assert_allclose(res.l2[1], 5.0 / 0.05, rtol=0.02)

@@ -132,6 +132,12 @@ class SearchConfig:
         lowest-loss image) projected into the new ball, instead of from the original image (the
         paper's code). On a failure the next, larger ball contains the kept image, so PGD continues
         where it stopped; after a success the kept image shrunk into the smaller ball is a close start.
+      first_guess: if > 0, the first try's budget is ``first_guess * L(x) / ||dL/dx||_*`` (clipped to
+        ``(0, eps_max]``) instead of ``eps_max / 2``: ``L / ||g||_*`` is the distortion a linear model of
+        the loss needs to reach 0 (dual norm: L2 for ``"l2"``, L1 for ``"linf"``). Costs one gradient
+        (counted in ``iterations``). 0 keeps the paper's first try.
+      rtol: stop an image's tries once it has succeeded and its bracket is tight, ``hi - lo <= rtol *
+        hi`` (the remaining tries could lower its distortion by at most that fraction). 0 runs every try.
     """
 
     pgd: PGDConfig = PGDConfig(steps=10)
@@ -139,8 +145,14 @@ class SearchConfig:
     bisection_steps: int = 7
     refine_steps: int = 8
     warm_start: bool = True
+    first_guess: float = 0.0
+    rtol: float = 0.0
 
     def __post_init__(self):
+        if not self.first_guess >= 0:
+            raise ValueError(f"first_guess must be >= 0, got {self.first_guess}")
+        if not self.rtol >= 0:
+            raise ValueError(f"rtol must be >= 0, got {self.rtol}")
         if self.bisection_steps < 1:
             raise ValueError(f"bisection_steps must be >= 1, got {self.bisection_steps}")
         if not self.eps_max > 0:

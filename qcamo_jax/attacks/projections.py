@@ -32,6 +32,17 @@ def distortion(delta: jax.Array, norm: str) -> jax.Array:
     raise ValueError(f"unknown norm {norm!r}; use 'l2' or 'linf'")
 
 
+def dual_norm(g: jax.Array, norm: str) -> jax.Array:
+    """The dual norm of a gradient (L2 for ``"l2"``, L1 for ``"linf"``): the first-order loss change per
+    unit of distortion along the steepest direction, so ``L / dual_norm(dL/dx)`` is the distortion a
+    linear model of ``L`` needs to reach 0."""
+    if norm == "l2":
+        return l2_norm(g)
+    if norm == "linf":
+        return jnp.sum(jnp.abs(g))
+    raise ValueError(f"unknown norm {norm!r}; use 'l2' or 'linf'")
+
+
 def project_ball(delta: jax.Array, eps: jax.Array, norm: str) -> jax.Array:
     """Closest point of ``{d : ||d|| <= eps}`` for L2 (radial shrink) or Linf (clipping)."""
     if norm == "linf":

@@ -47,6 +47,8 @@ class SearchOutcome(NamedTuple):
 
 
 class _State(NamedTuple):
+    k: jax.Array
+    eps: jax.Array
     lo: jax.Array
     hi: jax.Array
     found: jax.Array
@@ -76,16 +78,39 @@ def search_single(
     """
     x0 = jnp.asarray(x0, jnp.float32)
     norm = config.pgd.norm
-    loss0, score0 = loss_fn(variables, x0, target)
+    eps_max = jnp.float32(config.eps_max)
+    if config.first_guess > 0:
+        (loss0, score0), g0 = jax.value_and_grad(lambda x: loss_fn(variables, x, target), has_aux=True)(x0)
+        eps0 = jnp.clip(config.first_guess * loss0 / (projections.dual_norm(g0, norm) + 1e-20),
+                        1e-3 * eps_max, eps_max)
+        grads0 = jnp.int32(1)
+        # An image already below its target is a success at distortion 0 (with rtol, no try runs).
+        found0 = loss0 < 0
+    else:
+        loss0, score0 = loss_fn(variables, x0, target)
+        eps0, grads0, found0 = 0.5 * eps_max, jnp.int32(0), jnp.asarray(False)
     inf = jnp.float32(jnp.inf)
     init = _State(
-        lo=jnp.float32(0.0), hi=jnp.float32(config.eps_max), found=jnp.asarray(False), best_x=x0,
-        best_loss=loss0, best_score=score0, best_budget=jnp.float32(0.0), best_dist=inf,
-        iterations=jnp.int32(0),
+        k=jnp.int32(0), eps=eps0, lo=jnp.float32(0.0), hi=jnp.where(found0, 0.0, eps_max), found=found0, best_x=x0,
+        best_loss=loss0, best_score=score0, best_budget=jnp.float32(0.0), best_dist=jnp.where(found0, 0.0, inf),
+        iterations=grads0,
     )
 
-    def one_try(k: int, s: _State) -> _State:
-        eps = 0.5 * (s.lo + s.hi)
+    def next_budget(lo, hi, found, eps):
+        mid = 0.5 * (lo + hi)
+        if config.first_guess > 0:
+            # Until the first success, grow from the (first-order) guess instead of jumping to the
+            # middle of (guess, eps_max]: the guess is usually the right order of magnitude.
+            return jnp.where(found, mid, jnp.minimum(mid, 2.0 * eps))
+        return mid
+
+    def converged(s: _State) -> jax.Array:
+        if config.rtol > 0:
+            return s.found & (s.hi - s.lo <= config.rtol * s.hi)
+        return jnp.asarray(False)
+
+    def one_try(s: _State) -> _State:
+        k, eps = s.k, s.eps
         x_init = None
         if config.warm_start:
             x_init = s.best_x
@@ -103,13 +128,14 @@ def search_single(
         hi = jnp.where(success, dist, s.hi)
         lo = jnp.where(success, jnp.minimum(s.lo, dist), eps)
         pick = lambda new, old: jnp.where(keep, new, old)  # noqa: E731
+        found = s.found | success
         return _State(
-            lo=lo, hi=hi, found=s.found | success, best_x=pick(out.x, s.best_x), best_loss=pick(out.loss, s.best_loss),
+            k=k + 1, eps=next_budget(lo, hi, found, eps), lo=lo, hi=hi, found=found, best_x=pick(out.x, s.best_x), best_loss=pick(out.loss, s.best_loss),
             best_score=pick(out.score, s.best_score), best_budget=pick(eps, s.best_budget),
             best_dist=pick(dist, s.best_dist), iterations=s.iterations + out.iterations,
         )
 
-    s = jax.lax.fori_loop(0, config.bisection_steps, one_try, init)
+    s = jax.lax.while_loop(lambda s: (s.k < config.bisection_steps) & ~converged(s), one_try, init)
     x, loss, score = s.best_x, s.best_loss, s.best_score
     if config.refine_steps > 0:
         x, loss, score = _refine(loss_fn, variables, x0, target, s, config.refine_steps)

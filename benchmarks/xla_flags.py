@@ -1,0 +1,220 @@
+"""XLA:CPU flag settings side by side: forward + input gradient and the attack, interleaved with PyTorch.
+
+XLA flags are read once per process, so every setting runs in its own worker process (and PyTorch in
+one more). The driver starts the workers, each loads the same weights and compiles its programs, then
+the driver asks them in turn for one timed run each, ``--repeats`` rounds (settings alternate within a
+round, so a burst of load from other jobs hits every setting alike). Medians are reported with the
+load average sampled around every round. Each JAX setting's gradient and adversarial images are
+compared with the first setting's (the reference, normally no extra flag).
+
+Models: ``koncept512`` (MediaEval KonCept512, random weights with calibrated batch norms, the weights of
+``benchmarks/attack_pgd.py:build_models``, PyTorch worker included) and ``default`` (the embedded
+``qcamo-small``; no PyTorch counterpart). The attack is the paper's plain search at ``--tries`` x
+``--steps`` with early stop off (``benchmarks/attack_pgd.py``'s configuration, ``torch_search`` on the
+PyTorch side), so every side does exactly ``batch * tries * steps`` gradients.
+
+Usage:
+  python benchmarks/xla_flags.py --model koncept512 --batch 1 --repeats 3 \\
+      --setting none= --setting ynn_conv=--xla_cpu_experimental_ynn_fusion_type=individual_convolution
+Prints one JSON object (also written to ``--out``). The worker mode (``--worker``) is internal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from report_json import emit  # noqa: E402  (benchmarks/ is on sys.path: run as a script)
+
+
+def _reply(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def worker(args) -> int:
+    """Load, compile, then answer ``grad`` / ``attack`` / ``quit`` lines on stdin with timings on stdout."""
+    import attack_pgd
+
+    x = attack_pgd.photos(tuple(args.size), args.batch).astype(np.float32)
+    targets = None
+    if args.side == "torch":
+        import torch
+
+        from qcamo_jax.testing import torch_koncept
+
+        torch.set_num_threads(args.threads)
+        tmodel = torch_koncept.build_torch_koncept()
+        tmodel.load_state_dict(torch.load(args.weights + ".pth"))
+        tmodel.eval()
+        targets = (torch_koncept.scores(tmodel, x) - args.drop).astype(np.float32)
+
+        def grad():
+            xt = torch.from_numpy(x).requires_grad_(True)
+            (g,) = torch.autograd.grad(tmodel(xt.permute(0, 3, 1, 2) / 127.5 - 1.0).sum(), xt)
+            return g.numpy()
+
+        def attack():
+            return attack_pgd.torch_search(tmodel, x, targets, 2000.0, args.tries, args.steps)[0]
+        grad()
+        compile_s = {}
+    else:
+        import jax
+        import jax.numpy as jnp
+
+        from qcamo_jax import attacks
+        from qcamo_jax.models import hub
+
+        model = hub.load_model("default" if args.model == "default" else args.weights + ".safetensors")
+        xj = jnp.asarray(x)
+        total = lambda v, p: model.apply(v, p).sum()  # noqa: E731
+        t0 = time.perf_counter()
+        g_c = jax.jit(jax.value_and_grad(total, argnums=1)).lower(model.variables, xj).compile()
+        compile_s = {"grad": round(time.perf_counter() - t0, 2)}
+        tj = jnp.asarray(np.asarray(jax.jit(model.apply)(model.variables, xj)) - args.drop, jnp.float32)
+        cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=args.steps, early_stop=False, schedule="constant"),
+                                   bisection_steps=args.tries, refine_steps=0, warm_start=False)
+        t0 = time.perf_counter()
+        a_c = attacks.make_attack(model.score_one, "search", cfg).lower(model.variables, xj, tj, None).compile()
+        compile_s["attack"] = round(time.perf_counter() - t0, 2)
+
+        def grad():
+            return np.asarray(jax.block_until_ready(g_c(model.variables, xj))[1])
+
+        def attack():
+            return np.asarray(jax.block_until_ready(a_c(model.variables, xj, tj, None))[0])
+        grad()
+    _reply({"ready": True, "compile_s": compile_s})
+    saved = set()
+    for line in sys.stdin:
+        what = line.strip()
+        if what == "quit":
+            break
+        t0 = time.perf_counter()
+        out = {"grad": grad, "attack": attack}[what]()
+        dt = time.perf_counter() - t0
+        if what not in saved:
+            np.save(os.path.join(args.dump, f"{args.name}-{what}.npy"), out)
+            saved.add(what)
+        _reply({"s": dt})
+    return 0
+
+
+def prepare_weights(path: str, size) -> None:
+    """The benchmark's KonCept512 weights as ``path.pth`` (PyTorch) and ``path.safetensors`` (Flax)."""
+    import torch
+
+    import attack_pgd
+    from qcamo_jax.models import convert
+
+    tmodel, _ = attack_pgd.build_models(attack_pgd.photos(tuple(size), 4), 0)
+    torch.save(tmodel.state_dict(), path + ".pth")
+    convert.convert_file(path + ".pth", path + ".safetensors")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["koncept512", "default"], default="koncept512")
+    p.add_argument("--size", type=int, nargs=2, default=[384, 512], metavar=("H", "W"))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tries", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--drop", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--what", nargs="+", default=["grad", "attack"], choices=["grad", "attack"])
+    p.add_argument("--setting", action="append", default=None,
+                   help="NAME=XLA_FLAGS (repeatable; the first is the reference). Default: none and the "
+                        "candidate fusion flags")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--side", default="jax", help=argparse.SUPPRESS)
+    p.add_argument("--name", default="", help=argparse.SUPPRESS)
+    p.add_argument("--weights", default="", help=argparse.SUPPRESS)
+    p.add_argument("--dump", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    settings = args.setting or [
+        "none=", "ynn_conv=--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
+        "xnn_greedy=--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    ]
+    settings = [tuple(s.split("=", 1)) for s in settings]
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "koncept512")
+        if args.model == "koncept512":
+            prepare_weights(weights, args.size)
+        sides = [(name, "jax", flags) for name, flags in settings]
+        if args.model == "koncept512" and not args.no_torch:
+            sides.append(("torch", "torch", ""))
+        common = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model, "--size",
+                  *map(str, args.size), "--batch", str(args.batch), "--tries", str(args.tries), "--steps",
+                  str(args.steps), "--drop", str(args.drop), "--threads", str(args.threads), "--weights", weights,
+                  "--dump", tmp]
+        procs, info = {}, {}
+        for name, side, flags in sides:  # started one at a time: compiling side by side would skew nothing
+            env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, QCAMO_XLA_DEFAULTS="0")
+            proc = subprocess.Popen(common + ["--side", side, "--name", name], env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+            line = proc.stdout.readline()
+            if not line:
+                info[name] = {"flags": flags, "error": f"worker exited with {proc.wait()}"}
+                continue
+            procs[name] = proc
+            info[name] = {"flags": flags, "compile_s": json.loads(line)["compile_s"]}
+            print(f"{name} ready: {info[name]}", file=sys.stderr, flush=True)
+        times = {(n, w): [] for n in procs for w in args.what}
+        loads = []
+        for r in range(args.repeats):
+            for what in args.what:
+                # Alternate the order from round to round so no setting always runs first.
+                order = list(procs) if r % 2 == 0 else list(procs)[::-1]
+                for name in order:
+                    procs[name].stdin.write(what + "\n")
+                    procs[name].stdin.flush()
+                    times[name, what].append(json.loads(procs[name].stdout.readline())["s"])
+                    print(f"round {r} {what} {name}: {times[name, what][-1]:.3f} s (load {os.getloadavg()[0]:.2f})",
+                          file=sys.stderr, flush=True)
+            loads.append(os.getloadavg()[0])
+        for proc in procs.values():
+            proc.stdin.write("quit\n")
+            proc.stdin.flush()
+            proc.wait()
+        ref = settings[0][0]
+        for name in procs:
+            for what in args.what:
+                ts = times[name, what]
+                entry = {"median_s": round(statistics.median(ts), 3), "runs_s": [round(t, 3) for t in ts]}
+                if name != ref and name != "torch" and ref in procs:
+                    a = np.load(os.path.join(tmp, f"{name}-{what}.npy"))
+                    b = np.load(os.path.join(tmp, f"{ref}-{what}.npy"))
+                    entry["max_abs_diff_vs_ref"] = float(np.max(np.abs(a - b)))
+                    entry["rel_l2_diff_vs_ref"] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+                if "torch" in procs and name != "torch":
+                    entry["ratio_vs_torch"] = round(statistics.median(ts) / statistics.median(times["torch", what]), 3)
+                info[name][what] = entry
+    report = {"benchmark": "XLA:CPU flag settings, interleaved", "model": args.model, "size": args.size,
+              "batch": args.batch, "attack": f"plain search {args.tries} tries x {args.steps} steps, no early stop",
+              "threads": {"torch": args.threads, "xla": "all cores (default)"}, "cpu_count": os.cpu_count(),
+              "machine": platform.processor() or platform.machine(), "loadavg_per_round": [round(v, 2) for v in loads],
+              "settings": info}
+    return emit(report, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
