@@ -15,7 +15,7 @@ from PIL import Image
 
 import photos
 from qcamo_jax import cli, exitcodes, pipeline
-from qcamo_jax.record import SUCCESS_FIELDS, reached_target
+from qcamo_jax.record import reached_target
 
 SHAPE = (64, 96)
 PGD = pipeline.Settings(target=45.0, method="pgd", quantize="spatial", attack_options={"steps": 2, "search_steps": 2})
@@ -115,23 +115,23 @@ def test_progress_moves_inside_a_batch_and_reaches_the_log(tmp_path, model, imag
 
 
 def test_reached_target_needs_every_check():
-    rec = {"error": None, **{k: True for k in SUCCESS_FIELDS}}
+    rec = {"error": None, "success": True}
     assert reached_target(rec)
-    for k in SUCCESS_FIELDS:
-        assert not reached_target({**rec, k: False}) and not reached_target({**rec, k: None})
+    assert not reached_target({**rec, "success": False}) and not reached_target({**rec, "success": None})
     assert not reached_target({**rec, "error": "cannot read"})
 
 
 def test_missed_table_fits_100_columns():
     recs = [{"path": "x", "output": "/o/" + "a_very_long_name_" * 8 + ".jpg", "original_score": 77.123,
-             "final_score": 49.5, "jpeg90_score": 50.25, "success_saved": True, "success_jpeg90": False},
-            {"path": "y", "output": "/o/short.png", "original_score": 60.0, "final_score": 55.0, "jpeg90_score": None,
-             "success_saved": False, "success_jpeg90": None}]
+             "final_score": 49.5, "worst_score": 50.25, "success_saved": True, "success": False, "target": 50.0,
+             "reencoded_scores": {"pillow-420:90": 50.25, "imagemagick:90": 49.0}},
+            {"path": "y", "output": "/o/short.png", "original_score": 60.0, "final_score": 55.0, "worst_score": None,
+             "success_saved": False, "success": None, "target": 50.0, "within_limit": False}]
     lines = pipeline.missed_table(recs, target=50.0)
     assert lines[0] == "qcamo: 2 image(s) not below T=50:"
     assert all(len(line) <= 100 for line in lines)
-    assert lines[2].rstrip().endswith("q90") and "..." in lines[2] and "50.25" in lines[2]
-    assert lines[3].rstrip().endswith("saved,q90") and "short.png" in lines[3]
+    assert lines[2].rstrip().endswith("pillow-420:90") and "..." in lines[2] and "50.25" in lines[2]
+    assert lines[3].rstrip().endswith("saved,limit") and "short.png" in lines[3]
 
 
 def test_exit_codes_of_real_runs(tmp_path, images, tiny_checkpoint, capsys):

@@ -157,7 +157,8 @@ class Progress:
             else:
                 self.event("image_done", path=r.get("path"), output=r.get("output"),
                            original_score=r.get("original_score"), final_score=r.get("final_score"),
-                           jpeg90_score=r.get("jpeg90_score"), reached_target=reached_target(r))
+                           worst_score=r.get("worst_score"), worst_reencoder=r.get("worst_reencoder"),
+                           reached_target=reached_target(r))
         self.event("progress", images_done=self.done, images=self.total, batch_fraction=1.0, eta_s=self._eta())
 
     def _eta(self) -> float | None:
@@ -200,22 +201,38 @@ def missed_table(records: Sequence[Mapping[str, Any]], target: float | None) -> 
     """Lines of a table (at most :data:`TABLE_COLUMNS` wide) of the images that did not reach ``target``.
 
     Columns: the output's file name (shortened in the middle if long), the score of the original, as
-    saved and after the reference quality-90 re-encoding, and which check missed.
+    saved and the worst over the re-encoder set, and which check missed (``saved``, the worst
+    re-encoder's name, ``limit`` for the distortion limit, or the error).
     """
     def fmt(v):
         return "-" if v is None else f"{v:.2f}"
 
     rows = []
     for r in records:
-        why = [name for name, key in (("saved", "success_saved"), ("q90", "success_jpeg90")) if r.get(key) is not True]
+        why = _missed(r)
         name = Path(r.get("output") or r.get("path") or "?").name
-        rows.append((name, fmt(r.get("original_score")), fmt(r.get("final_score")), fmt(r.get("jpeg90_score")),
+        rows.append((name, fmt(r.get("original_score")), fmt(r.get("final_score")), fmt(r.get("worst_score")),
                      ",".join(why)))
     fixed = 4 * 10 + 10  # four numeric/short columns of 8 plus separators, and the "missed" column
     width = max(8, min(max(len(r[0]) for r in rows), TABLE_COLUMNS - fixed))
     short = lambda s: s if len(s) <= width else s[: (width - 3) // 2] + "..." + s[-(width - 3 - (width - 3) // 2):]  # noqa: E731
     head = f"qcamo: {len(rows)} image(s) not below T={target:g}:" if target is not None else \
         f"qcamo: {len(rows)} image(s) not below T:"
-    lines = [head, f"  {'image':<{width}}  {'original':>8}  {'saved':>8}  {'q90':>8}  missed"]
+    lines = [head, f"  {'image':<{width}}  {'original':>8}  {'saved':>8}  {'worst':>8}  missed"]
     lines += [f"  {short(n):<{width}}  {o:>8}  {s:>8}  {j:>8}  {w}" for n, o, s, j, w in rows]
     return lines
+
+
+def _missed(r: Mapping[str, Any]) -> list[str]:
+    """Which checks of a record failed: ``saved``, the re-encoders above its target, ``limit``, ``error``."""
+    if r.get("error") is not None:
+        return ["error"]
+    why = [] if r.get("success_saved") is True else ["saved"]
+    target = r.get("target")
+    after = r.get("reencoded_scores") or {}
+    above = [n for n, v in after.items() if target is None or v is None or v >= target]
+    if above:
+        why.append(above[0] if len(above) == 1 else f"{above[0]}+{len(above) - 1}")
+    if r.get("within_limit") is False:
+        why.append("limit")
+    return why or ["?"]
