@@ -9,6 +9,10 @@ For every attacked file (PNG from the spatial quantizer, JPEG from the DCT quant
 * L2 (pixel units), PSNR (dB) and SSIM of the file against its original
   (:mod:`qcamo_jax.metrics`).
 
+For a re-encoder set (:mod:`qcamo_jax.jpeg.reencoders`, the quantizers' ``survive`` option),
+:func:`score_survival` re-encodes each file with the REAL library of every member (names
+``ENCODER:Q``, as in the quantizers' results) and says whether every score is below the target.
+
 A file succeeds for a column when its score is below its target ``T``. Targets are either fixed
 (``--target 50``) or relative to each original's own score (``T_i = score(original_i) - delta``), the
 latter for random or tiny models whose scores mean nothing. The summary gives the success rate of

@@ -145,3 +145,24 @@ def test_bracket_candidates(setup):
             hi = np.clip(np.floor(a) + 1, np.asarray(zp) - 1, np.asarray(zp) + 1)
             assert np.all((z == lo) | (z == hi))
         np.testing.assert_array_equal(np.asarray(codec.decode(qdct.unbatch(coeffs, i))), np.asarray(decoded[i]))
+
+
+def test_quality_100_steps_stay_in_the_baseline_range(tmp_path):
+    """Issue 13 kind 1: black blocks at quality 100 have DC -1024; a step below is clipped, the file writes."""
+    score_fn, variables = toy_model((16, 24))
+    img = photos.photo("coffee", (16, 24)).copy()
+    img[:8, :8] = 0
+    img[8:, 16:] = 255
+    originals = img[None]
+    adv = originals.astype(np.float32) + np.random.default_rng(0).normal(0, 3, originals.shape).astype(np.float32)
+    for q in (99, 100):
+        cfg = qdct.DCTConfig(quality=q, max_steps=4, survive=ReencoderSet())
+        # the candidate with every switching point passed, each coefficient moved up to 4 steps
+        plan = qdct.plan_dct(score_fn, variables, originals[0], adv[0], cfg)
+        one = jax.tree.map(np.asarray, qdct.plan_candidate(plan, plan.n_active, cfg.max_steps)[0])
+        for c in one.components:
+            ac = np.array(c)
+            ac[..., 0, 0] = 0
+            assert np.abs(ac).max() <= 1023 and -1024 <= c[..., 0, 0].min() and c[..., 0, 0].max() <= 1023
+        assert one.y[0, 0, 0, 0] == -1024  # the black block's DC at q >= 99 (table entry 1)
+        qdct.write_jpeg(tmp_path / f"{q}.jpg", one)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from qcamo_jax.jpeg import reencoders
 from qcamo_jax.quantize import survival
-from qcamo_jax.quantize.search import bisection_steps, limit_flips, search_flips  # noqa: F401 (re-exported)
+from qcamo_jax.quantize.search import limit_flips, search_flips
 
 ScoreFn = Callable[[Mapping[str, Any], jax.Array], jax.Array]
 
