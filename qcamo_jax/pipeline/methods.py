@@ -36,8 +36,10 @@ def attack_config(settings: Settings):
     margin = float(o.get("margin", DEFAULT_MARGIN))
     if settings.method in ("pgd", "jpeg-pgd"):
         pgd_cfg = PGDConfig(steps=int(o.get("steps", 10)), margin=margin)
-        return "search", SearchConfig(pgd=pgd_cfg, eps_max=float(o.get("eps_max", 2000.0)),
-                                      bisection_steps=int(o.get("search_steps", 7)))
+        eps_max = float(o.get("eps_max", 2000.0))
+        if settings.max_l2 is not None:  # a budget above the limit only leaves the quantizer small changes
+            eps_max = min(eps_max, float(settings.max_l2))
+        return "search", SearchConfig(pgd=pgd_cfg, eps_max=eps_max, bisection_steps=int(o.get("search_steps", 7)))
     if settings.method == "ifgsm":
         return "ifgsm", ifgsm_config(float(o.get("eps", 4.0)), o.get("steps"), margin=margin)
     return "fgsm", FGSMConfig(eps=float(o.get("eps", 4.0)), margin=margin)
