@@ -17,7 +17,7 @@ near 0); ``default`` = the embedded ``qcamo-small``.
 
 Usage:
   python benchmarks/attack_gradients.py --model default --size 96x128 --out results.json
-  python benchmarks/attack_gradients.py --model tiny --variants paper default fast
+  python benchmarks/attack_gradients.py --model tiny --variants paper previous_default default
 """
 
 from __future__ import annotations
@@ -73,8 +73,10 @@ def variants():
     from qcamo_jax.attacks import PGDConfig, SearchConfig
 
     return {
-        "paper": SearchConfig(pgd=PGDConfig(steps=10, schedule="constant"), warm_start=False, refine_steps=0),
-        "previous_default": SearchConfig(pgd=PGDConfig(steps=10), warm_start=True, refine_steps=8),
+        "paper": SearchConfig(pgd=PGDConfig(steps=10, schedule="constant"), warm_start=False, refine_steps=0,
+                              first_guess=0.0, rtol=0.0),
+        "previous_default": SearchConfig(pgd=PGDConfig(steps=10), warm_start=True, refine_steps=8, first_guess=0.0,
+                                         rtol=0.0),
         "default": SearchConfig(),
         "g1_s5_r05": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.0, rtol=0.05),
         "g15_s5_r10": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.5, rtol=0.1),
