@@ -251,7 +251,7 @@ def test_resume_reuses_everything_and_recomputes_on_new_settings(tmp_path, model
     out = tmp_path / "out"
     engine = pipeline.make_engine(model, FAST)
     first = pipeline.run([src], out, model, FAST, engine=engine, batch_size=2, progress=False, summary=False)
-    assert first.exit_code == 0 and first.processed == 3
+    assert first.failed == 0 and first.processed == 3  # (exit code 0 or 3: the tiny model need not reach T)
     assert engine.traces == 1  # two batches (2 + 1 padded to 2) of one shape: one compile
     again = pipeline.run([src], out, model, FAST, engine=engine, batch_size=2, resume=True, progress=False, summary=False)
     assert again.reused == 3 and again.processed == 0

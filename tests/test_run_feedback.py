@@ -147,7 +147,7 @@ def test_exit_codes_of_real_runs(tmp_path, images, tiny_checkpoint, capsys):
     assert _events(log)[-1] == {**_events(log)[-1], "event": "end", "exit_code": 3, "missed": 3}
     # A refused input among good ones: 1 (it beats 3).
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    code = cli.main(["attack", *common, str(tmp_path / "bad.png"), "--target", "1", "--out", str(tmp_path / "mixed")])
+    code = cli.main(["attack", str(tmp_path / "bad.png"), *common, "--target", "1", "--out", str(tmp_path / "mixed")])
     assert code == exitcodes.INPUT_ERRORS
     # No valid input at all: 2, one line per refused file and one error line, and nothing created.
     capsys.readouterr()
