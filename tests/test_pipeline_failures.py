@@ -96,7 +96,8 @@ def test_dct_at_high_quality_on_crushed_shadows_writes_every_output(tmp_path, mo
     src.mkdir()
     Image.open(CASES / "crushed_shadows.png").save(src / "crushed_shadows.png")
     Image.fromarray(photos.photo("astronaut", (192, 256))).save(src / "astronaut.png")
-    settings = pipeline.Settings(target=45.0, quantize="dct", quality=quality, attack_options={"steps": 1, "search_steps": 1})
+    settings = pipeline.Settings(target=45.0, quantize="dct", quality=quality, survive="imagemagick",
+                                 attack_options={"steps": 1, "search_steps": 1})
     result = pipeline.run([src], tmp_path / "out", model, settings, batch_size=2, progress=False, summary=False)
     assert [r["error"] for r in result.records] == [None, None]
     for r in result.records:

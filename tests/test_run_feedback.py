@@ -18,7 +18,8 @@ from qcamo_jax import cli, exitcodes, pipeline
 from qcamo_jax.record import reached_target
 
 SHAPE = (64, 96)
-PGD = pipeline.Settings(target=45.0, method="pgd", quantize="spatial", attack_options={"steps": 2, "search_steps": 2})
+PGD = pipeline.Settings(target=45.0, method="pgd", quantize="spatial", survive="none",
+                        attack_options={"steps": 2, "search_steps": 2})
 # The cheapest real attack (one gradient step, plain rounding): for runs that only check exit codes.
 CHEAP = ["--method", "fgsm", "--quantize", "none", "--batch-size", "2", "--quiet", "--no-summary"]
 
