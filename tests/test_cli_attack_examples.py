@@ -55,5 +55,6 @@ def test_quick_start_on_examples(tmp_path):
     assert np.mean([r["success"] for r in report]) >= 0.75
     assert (proc.returncode == 0) == all(r["success"] for r in report)
     # Surviving every re-encoder of `common` costs more distortion than ImageMagick alone (32.8-41.3 dB
-    # measured on three corpus photos, docs/quantize.md); 28 dB is the floor that must hold.
+    # on three corpus photos with `scripts/make_results.py --limit 3 --targets 50 --survive common`);
+    # 28 dB is the floor that must hold.
     assert min(r["psnr"] for r in report) > 28.0, [r["psnr"] for r in report]
