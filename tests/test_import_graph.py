@@ -141,3 +141,24 @@ def test_every_module_imports_on_its_own():
 def test_no_module_is_longer_than_a_reader_can_hold(name):
     lines = _modules()[name].read_text(encoding="utf-8").count("\n")
     assert lines <= MAX_LINES, f"{name} has {lines} lines (> {MAX_LINES}): split it by concept"
+
+
+def test_importing_the_package_and_parsing_the_cli_start_no_jax_backend():
+    """A multi-host run must call ``jax.distributed.initialize`` before any backend starts; so importing
+    every module and parsing ``qcamo attack`` (whose option rules import the JPEG package) must not start
+    one (a module-level ``jnp`` computation would: that was the failure of tests/test_cli_multihost.py)."""
+    names = [n for n in sorted(_modules()) if not n.endswith(".__main__")]
+    script = (
+        "import importlib, sys\n"
+        f"for n in {names!r}:\n"
+        "    importlib.import_module(n)\n"
+        "from qcamo_jax import cli\n"
+        "cli.build_parser().parse_args(['attack', 'examples', '--out', '/nonexistent/o', '--survive', 'common',\n"
+        "                               '--max-l2', '5', '--min-psnr', '30'])\n"
+        "from jax._src import xla_bridge\n"
+        "started = sorted(xla_bridge._backends)\n"
+        "print(started)\n"
+        "sys.exit(1 if started else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, "a JAX backend started at import/parse time: " + proc.stdout + proc.stderr[-3000:]

@@ -84,7 +84,7 @@ def number(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
             raise ValueError(f"must be in {span}")
         return v
 
-    bad = ["abc", "", "nan", "inf", "-inf", "1e400", f"{lo - 5:g}", f"{hi + 1:g}"]
+    bad = ["abc", "", "nan", "inf", "-inf", "1e400", f"{lo - 5:.17g}", f"{hi + 1:.17g}"]
     bad += [f"{lo:g}"] if lo_open else []
     bad += [f"{hi:g}"] if hi_open else []
     return Rule(f"number in {span}", convert, bad)

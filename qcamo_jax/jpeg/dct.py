@@ -106,9 +106,9 @@ def _descale(x, n: int):
     return jnp.right_shift(x + (1 << (n - 1)), n)
 
 
-def _islow_1d(d, first_pass: bool, descale=None):
+def _islow_1d(d, first_pass: bool, descale=None, xp=jnp):
     _descale_ = _descale if descale is None else descale
-    i32 = jnp.int32
+    i32 = xp.int32
     tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
     tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
     tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
@@ -117,8 +117,8 @@ def _islow_1d(d, first_pass: bool, descale=None):
     tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
     out = [None] * 8
     if first_pass:
-        out[0] = jnp.left_shift(tmp10 + tmp11, _PASS1_BITS)
-        out[4] = jnp.left_shift(tmp10 - tmp11, _PASS1_BITS)
+        out[0] = xp.left_shift(tmp10 + tmp11, _PASS1_BITS)
+        out[4] = xp.left_shift(tmp10 - tmp11, _PASS1_BITS)
         sh = _CONST_BITS - _PASS1_BITS
     else:
         out[0] = _descale_(tmp10 + tmp11, _PASS1_BITS)
@@ -154,9 +154,11 @@ def _linear_pass(fn_1d, first_pass: bool, shifts):
     multiplications by constants, so each 1-D pass is exactly an integer matrix product followed by a
     rounding shift. Extracting ``M`` from the reference code (unit inputs, descale disabled) gives the
     same bits with one int32 matmul per pass: much faster to compile and run than the butterfly.
+    The extraction runs in NumPy at import time: importing this module must not start a JAX backend
+    (``jax.distributed.initialize`` has to come first in a multi-host run).
     """
     eye = [np.eye(8, dtype=np.int32)[j] for j in range(8)]
-    cols = fn_1d(eye, first_pass, descale=lambda x, n: x)
+    cols = fn_1d(eye, first_pass, descale=lambda x, n: x, xp=np)
     m = np.stack([np.asarray(c, np.int64) for c in cols])  # [out k, in j]
     assert np.abs(m).max() < 2**31
     return m.astype(np.int32), np.asarray(shifts, np.int32)
@@ -271,15 +273,15 @@ def fdct_float(samples):
 # jidctint.c: accurate integer inverse DCT (JDCT_ISLOW), with libjpeg's range-limit table
 
 
-def _idct_islow_1d(d, first_pass: bool, descale=None):
+def _idct_islow_1d(d, first_pass: bool, descale=None, xp=jnp):
     _descale_ = _descale if descale is None else descale
-    i32 = jnp.int32
+    i32 = xp.int32
     z2, z3 = d[2], d[6]
     z1 = (z2 + z3) * i32(_F_0_541196100)
     tmp2 = z1 + z3 * i32(-_F_1_847759065)
     tmp3 = z1 + z2 * i32(_F_0_765366865)
-    tmp0 = jnp.left_shift(d[0] + d[4], _CONST_BITS)
-    tmp1 = jnp.left_shift(d[0] - d[4], _CONST_BITS)
+    tmp0 = xp.left_shift(d[0] + d[4], _CONST_BITS)
+    tmp1 = xp.left_shift(d[0] - d[4], _CONST_BITS)
     tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
     tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
     tmp0, tmp1, tmp2, tmp3 = d[7], d[5], d[3], d[1]
