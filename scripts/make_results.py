@@ -15,7 +15,8 @@ q95 4:2:0 progressive, q90 4:2:0, cycling; plus ``tests/data/cases``-style socia
 
 Usage (the command recorded in docs/results.md)::
 
-    python scripts/make_results.py --targets 30 50 --survive imagemagick common --jpeg-inputs
+    python scripts/make_results.py --targets 50 30 --survive common imagemagick --jpeg-inputs \
+        --extra tests/data/cases/social_q75_420.jpg --work /tmp/qcamo_results  # rerun resumes
     python scripts/make_results.py --limit 4 --targets 50 --survive common      # a quick look
 """
 
@@ -53,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="default")
     p.add_argument("--targets", nargs="+", type=float, default=[30.0, 50.0])
     p.add_argument("--survive", nargs="+", default=["imagemagick", "common"])
-    p.add_argument("--jpeg-inputs", action="store_true", help="also run --survive common at the last T on JPEG inputs")
+    p.add_argument("--jpeg-inputs", action="store_true", help="also run --survive common at the first T named on JPEG inputs")
     p.add_argument("--extra", nargs="*", default=[], help="more input files for the JPEG-input run")
     p.add_argument("--limit", type=int, default=None, help="use only the first N photos (quick looks)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -178,21 +179,31 @@ def main(argv=None) -> int:
     photos_all = prepare_photos(work / "originals", args.limit)
     clean = dict(zip((p.name for p in photos_all), score([load_rgb(p) for p in photos_all])))
     results = []
-    for t in args.targets:
+
+    def config(label, inputs, t, survive):
+        # Each configuration's result is kept in the work folder: a rerun with the same --work resumes.
+        cache = work / f"{label}.result.json"
+        if cache.is_file():
+            results.append(json.loads(cache.read_text()))
+            return
+        result = run_config(label, inputs, t, survive, work, model, score, args.batch_size)
+        with atomic_write(cache, "w") as f:
+            json.dump(result, f, default=lambda v: None)
+        results.append(result)
+
+    for i, t in enumerate(args.targets):
         chosen = [p for p in photos_all if clean[p.name] >= t]
         folder = work / f"inputs-T{t:g}"
         folder.mkdir(parents=True, exist_ok=True)
         for p in chosen:
             (folder / p.name).write_bytes(p.read_bytes())
         for survive in args.survive:
-            results.append(run_config(f"T{t:g}-{survive}", [folder], t, survive, work, model, score, args.batch_size))
-    if args.jpeg_inputs:
-        t = args.targets[-1]
-        jpgs = jpeg_versions([p for p in photos_all if clean[p.name] >= t], work / "jpeg-inputs", args.extra)
-        jclean = score([load_rgb(p) for p in jpgs])
-        jpgs = [p for p, c in zip(jpgs, jclean) if c >= t]
-        results.append(run_config(f"T{t:g}-common-jpeg-inputs", [str(p) for p in jpgs], t, "common", work, model,
-                                  score, args.batch_size))
+            config(f"T{t:g}-{survive}", [folder], t, survive)
+        if args.jpeg_inputs and i == 0:  # JPEG inputs at the first target named
+            jpgs = jpeg_versions(chosen, work / "jpeg-inputs", args.extra)
+            jclean = score([load_rgb(p) for p in jpgs])
+            jpgs = [p for p, c in zip(jpgs, jclean) if c >= t]
+            config(f"T{t:g}-common-jpeg-inputs", [str(p) for p in jpgs], t, "common")
 
     command = "python scripts/make_results.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     md = render(args, model, photos_all, clean, results, command)

@@ -16,3 +16,11 @@ def tiny_checkpoint(tmp_path_factory):
     from tiny_model import save_tiny_checkpoint
 
     return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny ``qcamo-small`` model of tests/tiny_model.py, built once per test module."""
+    from tiny_model import tiny_model
+
+    return tiny_model()

@@ -24,10 +24,8 @@ FAST = pipeline.Settings(target=45.0, method="pgd", quantize="spatial", survive=
 
 
 @pytest.fixture(scope="module")
-def model():
-    from tiny_model import tiny_model
-
-    return tiny_model()
+def model(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,8 @@ ROUNDED = pipeline.Settings(target=45.0, method="pgd", quantize="none", attack_o
 
 
 @pytest.fixture(scope="module")
-def model():
-    from tiny_model import tiny_model
-
-    return tiny_model()
+def model(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,8 @@ CASES = Path(__file__).parent / "data" / "cases"
 
 
 @pytest.fixture(scope="module")
-def model():
-    from tiny_model import tiny_model
-
-    return tiny_model()
+def model(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")

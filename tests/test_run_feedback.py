@@ -25,10 +25,8 @@ CHEAP = ["--method", "fgsm", "--quantize", "none", "--batch-size", "2", "--quiet
 
 
 @pytest.fixture(scope="module")
-def model():
-    from tiny_model import tiny_model
-
-    return tiny_model()
+def model(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")
