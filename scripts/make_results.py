@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--work", default=None, help="folder for the attacked files (default: a temporary folder)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--cached-only", action="store_true",
+                   help="render only the configurations already measured in --work; list the others as not run")
     return p.parse_args(argv)
 
 
@@ -145,7 +147,7 @@ def run_config(label, inputs, t, survive, work, model, score, batch_size):
     n = len(recs)
     below = {k: int(np.sum(v < t)) for k, v in panel.items()}
     summary = {
-        "label": label, "target": t, "survive": survive, "images": n, "seconds_per_image": seconds / max(1, len(inputs)),
+        "label": label, "target": t, "survive": survive, "images": n, "seconds_per_image": seconds / max(1, len(result.records)),
         "P_png": sum(r["final_score"] < t for r in recs) / max(1, n),
         "P_png_ci": wilson(sum(r["final_score"] < t for r in recs), n),
         "success": sum(bool(r["success"]) for r in recs) / max(1, n),
@@ -178,13 +180,16 @@ def main(argv=None) -> int:
     score = evaluate.make_scorer(model, batch_size=4)
     photos_all = prepare_photos(work / "originals", args.limit)
     clean = dict(zip((p.name for p in photos_all), score([load_rgb(p) for p in photos_all])))
-    results = []
+    results, not_run = [], []
 
     def config(label, inputs, t, survive):
         # Each configuration's result is kept in the work folder: a rerun with the same --work resumes.
         cache = work / f"{label}.result.json"
         if cache.is_file():
             results.append(json.loads(cache.read_text()))
+            return
+        if args.cached_only:
+            not_run.append(label)
             return
         result = run_config(label, inputs, t, survive, work, model, score, args.batch_size)
         with atomic_write(cache, "w") as f:
@@ -205,8 +210,9 @@ def main(argv=None) -> int:
             jpgs = [p for p, c in zip(jpgs, jclean) if c >= t]
             config(f"T{t:g}-common-jpeg-inputs", [str(p) for p in jpgs], t, "common")
 
-    command = "python scripts/make_results.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    md = render(args, model, photos_all, clean, results, command)
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python scripts/make_results.py " + " ".join(shlex.quote(a) for a in given if a != "--cached-only")
+    md = render(args, model, photos_all, clean, results, command, not_run)
     out = Path(args.out)
     with atomic_write(out, "w") as f:
         f.write(md)
@@ -217,7 +223,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def render(args, model, photos_all, clean, results, command) -> str:
+def render(args, model, photos_all, clean, results, command, not_run=()) -> str:
     pct = lambda p, ci: f"{100 * p:.0f} ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})"  # noqa: E731
     mean = lambda m: f"{m[0]:.2f} ({m[1]:.2f}-{m[2]:.2f})"  # noqa: E731
     lines = [
@@ -251,9 +257,20 @@ def render(args, model, photos_all, clean, results, command) -> str:
         cells += [pct(s["P_jpg"][k], s["P_jpg_ci"][k]) for k in keys]
         cells += [mean(s["psnr"]), mean(s["ssim"]), f"{s['seconds_per_image']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Photos the pipeline did not protect (its own verdict), with the panel encoders that undid them:", ""]
+    for r in results:
+        t = r["summary"]["target"]
+        misses = [f"`{f['path']}` ({', '.join(f'{k} {v:.1f}' for k, v in f['panel'].items() if v >= t) or 'as saved'}; "
+                  f"PSNR {f['psnr']:.1f} dB)" for f in r["files"] if not f["success"]]
+        lines.append(f"* {r['summary']['label']}: " + ("; ".join(misses) if misses else "none"))
+    if not_run:
+        lines += ["", "Not run (no time on the machine that made this page; the command above measures them): "
+                  + ", ".join(f"`{label}`" for label in not_run) + "."]
     lines += ["", "Clean scores of the photos: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(clean.items())), ""]
+    notes = [f"`{r['summary']['label']}`: {r['summary']['time_note']}" for r in results if r["summary"].get("time_note")]
     lines += ["Time per image is wall time of the whole `pipeline.run` (compilation and the real re-encodings "
-              "included) on the machine that ran the command, divided by its images.", ""]
+              "included) on the machine that ran the command, divided by its images."
+              + "".join(f" {n}." for n in notes), ""]
     return "\n".join(lines)
 
 
