@@ -113,12 +113,22 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def _importable_modules() -> list[str]:
+    """Every module of the package except ``qcamo_jax.__main__`` (importing it runs the command line)."""
+    return [n for n in sorted(_modules()) if not n.endswith(".__main__")]
+
+
+def _run_fresh_python(script: str) -> subprocess.CompletedProcess:
+    """``script`` in a new interpreter at the repository root (nothing of this process imported)."""
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 def test_every_module_imports_on_its_own():
     """Each module imported first, with no other module of the package loaded (third-party ones stay).
 
     ``qcamo_jax.__main__`` is left out: importing it runs the command line.
     """
-    names = [n for n in sorted(_modules()) if not n.endswith(".__main__")]
+    names = _importable_modules()
     script = (
         "import importlib, sys, traceback\n"
         f"names = {names!r}\n"
@@ -133,7 +143,7 @@ def test_every_module_imports_on_its_own():
         "print('\\n'.join(bad))\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = _run_fresh_python(script)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
 
 
@@ -147,7 +157,7 @@ def test_importing_the_package_and_parsing_the_cli_start_no_jax_backend():
     """A multi-host run must call ``jax.distributed.initialize`` before any backend starts; so importing
     every module and parsing ``qcamo attack`` (whose option rules import the JPEG package) must not start
     one (a module-level ``jnp`` computation would: that was the failure of tests/test_cli_multihost.py)."""
-    names = [n for n in sorted(_modules()) if not n.endswith(".__main__")]
+    names = _importable_modules()
     script = (
         "import importlib, sys\n"
         f"for n in {names!r}:\n"
@@ -160,5 +170,5 @@ def test_importing_the_package_and_parsing_the_cli_start_no_jax_backend():
         "print(started)\n"
         "sys.exit(1 if started else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = _run_fresh_python(script)
     assert proc.returncode == 0, "a JAX backend started at import/parse time: " + proc.stdout + proc.stderr[-3000:]
