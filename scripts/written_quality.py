@@ -38,6 +38,11 @@ OPTIONS = {
     "q95-islow-s2": dict(quality=95, dct_method="islow", max_steps=2),
     "q100-islow-s4": dict(quality=100, dct_method="islow", max_steps=4),
     "q95-islow-s2-mean": dict(quality=95, dct_method="islow", max_steps=2, gradient="mean"),
+    "q90-islow-s1-worst": dict(quality=90, dct_method="islow", max_steps=1, gradient="worst"),
+    "q90-islow-s2": dict(quality=90, dct_method="islow", max_steps=2),
+    "q90-islow-s3": dict(quality=90, dct_method="islow", max_steps=3),
+    "q90-islow-s3-worst": dict(quality=90, dct_method="islow", max_steps=3, gradient="worst"),
+    "q90-islow-s5": dict(quality=90, dct_method="islow", max_steps=5),
 }
 
 
@@ -51,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--survive", default="common")
     p.add_argument("--margin", type=float, default=0.5, help="quantizer margin (score units)")
     p.add_argument("--attack-margin", type=float, default=3.0, help="PGD goes below T - this")
+    p.add_argument("--attack-survive", action="store_true",
+                   help="the PGD search minimises the mean score over the set's round trips (not the plain score)")
     p.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
     p.add_argument("--between", default="pillow-420:75-95", help="extra real re-encoders checked, not optimised for")
     p.add_argument("--cost", action="store_true", help="print forward passes per image per set size and exit")
@@ -110,7 +117,12 @@ def main(argv=None) -> int:
     targets = np.minimum(args.target, clean - args.drop).astype(np.float32)
     print(f"clean {np.round(clean, 1).tolist()} targets {np.round(targets, 1).tolist()}", file=sys.stderr)
     search = SearchConfig(pgd=PGDConfig(steps=10, margin=args.attack_margin), bisection_steps=5)
-    attack = jax.jit(api.attack_fn(model.score_one, "search", search))
+    attack_score = model.score_one
+    if args.attack_survive:
+        from qcamo_jax.quantize import survival
+
+        attack_score = survival.survival_score_fn(model.score_one, survive, "444", "mean")
+    attack = jax.jit(api.attack_fn(attack_score, "search", search))
     keys = jax.random.split(jax.random.PRNGKey(0), len(originals))
     t0 = time.perf_counter()
     adv, _ = attack(model.variables, jnp.asarray(originals, jnp.float32), jnp.asarray(targets), keys)
@@ -118,7 +130,7 @@ def main(argv=None) -> int:
     print(f"attack {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="qcamo_wq_"))
     out = {"command": "python scripts/written_quality.py " + " ".join(sys.argv[1:]), "size": args.size,
-           "photos": args.photos, "survive": survive.spec, "targets": targets.tolist(), "clean": clean.tolist(),
+           "photos": args.photos, "survive": survive.spec, "attack_survive": args.attack_survive, "targets": targets.tolist(), "clean": clean.tolist(),
            "options": {}}
     for name in args.options:
         cfg = qdct.DCTConfig(margin=args.margin, survive=survive, **OPTIONS[name])

@@ -75,8 +75,8 @@ def test_one_step_fewer_fails(setup):
     """Minimality of the bisection: undoing the last coefficient moved brings the loss back above -margin."""
     score_fn, variables, originals, adv, targets, cfg, coeffs, decoded, res, run = setup
     plan_and_pick = jax.jit(
-        lambda o, a, k: (qdct.plan_candidate(qdct.plan_dct(score_fn, variables, o, a, cfg), k - 1),
-                         qdct.plan_candidate(qdct.plan_dct(score_fn, variables, o, a, cfg), k))
+        lambda o, a, k: (qdct.plan_candidate(qdct.plan_dct(score_fn, variables, o, a, cfg), k - 1, cfg.max_steps),
+                         qdct.plan_candidate(qdct.plan_dct(score_fn, variables, o, a, cfg), k, cfg.max_steps))
     )
     for i in range(len(originals)):
         k = int(res.flipped[i])
@@ -141,8 +141,9 @@ def test_bracket_candidates(setup):
         c0 = codec.forward_dct_float(jnp.asarray(originals[i], jnp.float32))
         for z, zp, r, st, a_, o_ in zip(qdct.unbatch(coeffs, i).components, plain.components, fwd.ratio, fwd.step, ca, c0):
             a = np.asarray(r) + (np.asarray(a_) - np.asarray(o_)) / np.asarray(st)
-            lo = np.clip(np.floor(a), np.asarray(zp) - 1, np.asarray(zp) + 1)
-            hi = np.clip(np.floor(a) + 1, np.asarray(zp) - 1, np.asarray(zp) + 1)
+            m = cfg.max_steps
+            lo = np.clip(np.floor(a), np.asarray(zp) - m, np.asarray(zp) + m)
+            hi = np.clip(np.floor(a) + 1, np.asarray(zp) - m, np.asarray(zp) + m)
             assert np.all((z == lo) | (z == hi))
         np.testing.assert_array_equal(np.asarray(codec.decode(qdct.unbatch(coeffs, i))), np.asarray(decoded[i]))
 

@@ -39,7 +39,7 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
                                bisection_steps=tries, refine_steps=0, warm_start=False)
     score_one = precision.wrap(jmodel.score_one, opts)
     attack = jax.jit(attacks.attack_fn(score_one, "search", cfg))
-    dct_cfg = DCTConfig(quality=90, dct_method="ifast", subsampling="444")
+    dct_cfg = DCTConfig.for_imagemagick(90)  # the paper's quantizer: ImageMagick q90 (IFAST 4:4:4), one step
     quant = jax.jit(lambda v, o, a, t: quantize_dct(score_one, v, o, a, t, dct_cfg))
     xj, tj = jnp.asarray(images, jnp.float32), jnp.asarray(targets)
     orig = jnp.asarray(images, jnp.uint8)

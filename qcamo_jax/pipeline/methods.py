@@ -65,13 +65,14 @@ def quantizer_config(settings: Settings):
         return None
     if settings.quantize == "spatial":
         return SpatialConfig(**common)
-    max_steps = int(o.get("max_steps", 1))
+    if "max_steps" in o:  # else the written file's default: 1 for ImageMagick alone, 5 for a set
+        common["max_steps"] = int(o["max_steps"])
     members = tuple(survive)
     if len(members) == 1 and members[0].encoder == "imagemagick":
-        return DCTConfig.for_imagemagick(settings.quality or members[0].quality, max_steps=max_steps, **common)
+        return DCTConfig.for_imagemagick(settings.quality or members[0].quality, **common)
     if settings.quality is not None:
-        return DCTConfig(quality=int(settings.quality), max_steps=max_steps, **common)
-    return DCTConfig(max_steps=max_steps, **common)
+        return DCTConfig(quality=int(settings.quality), **common)
+    return DCTConfig(**common)
 
 
 def attack_score_fn(score_fn, settings: Settings):
