@@ -83,6 +83,39 @@ def test_no_inputs_is_an_error(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"qcamo: error: no input images found in {tmp_path / 'empty_dir'}"]
 
 
+@pytest.mark.parametrize("how", ["input folder", "same name", "report name"])
+def test_a_run_that_would_overwrite_an_input_is_refused(tmp_path, how):
+    """--out is where the inputs are: refused with one line, before the model loads; nothing changes."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    img = photos.photo("chelsea", SHAPE)
+    Image.fromarray(img).save(d / "a.jpg", quality=95)
+    Image.fromarray(img[:, ::-1]).save(d / "b.png")
+    Image.fromarray(img[::-1]).save(d / "summary.png")  # a user's photo that happens to be called so
+    (tmp_path / "none.safetensors").write_bytes(b"not a checkpoint")  # never loaded
+    before = _hashes(d)
+    spec = {"input folder": [d], "same name": [d / "a.jpg", d / "b.png"], "report name": [d / "summary.png"]}[how]
+    proc = _qcamo("attack", *spec, "--out", d, "--model", tmp_path / "none.safetensors", check_rc=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(d) in lines[0] and "choose another --out" in lines[0], lines
+    assert {"input folder": "input folder", "same name": "a.jpg", "report name": "summary.png"}[how] in lines[0]
+    assert _hashes(d) == before  # nothing written, nothing replaced
+
+
+def test_inputs_beside_their_outputs_are_allowed(tmp_path):
+    """The same folder is fine when no file of the run can meet an input (PNGs in, JPEGs out)."""
+    from qcamo_jax import pipeline
+    from qcamo_jax.errors import QcamoError
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    paths = [d / "a.png", d / "sub" / "a.png"]
+    names = pipeline.output_names(paths, ".jpg")
+    pipeline.check_inputs_spared(d, [str(d / "*.png"), str(d / "sub")], paths, names)  # no error
+    with pytest.raises(QcamoError, match="would replace"):
+        pipeline.check_inputs_spared(d, [str(d / "a.png")], [d / "a.png"], ["a.png"])
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, inputs, tiny_checkpoint, cache_env):
     """The uninterrupted run every interrupted one is compared with."""

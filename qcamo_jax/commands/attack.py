@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = pipeline.discover_inputs(args.inputs, exclude=out)
     if not inputs:
         raise QcamoError("no input images found in " + " ".join(args.inputs))
+    pipeline.check_inputs_spared(out, args.inputs, inputs, pipeline.output_names(inputs, settings.extension))
     # Join the multi-host job (if any) before anything touches a device: loading the model does.
     main_process = True
     if sharding.initialize_distributed(auto_detect=args.distributed == "auto"):

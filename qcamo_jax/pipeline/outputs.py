@@ -77,6 +77,41 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
+def check_inputs_spared(out: Path, specs: Sequence[str | os.PathLike], paths: Sequence[Path],
+                        names: Sequence[str]) -> None:
+    """Refuse a run that could overwrite one of its own inputs, before anything is written.
+
+    Two ways: an input folder that is the output folder itself (its outputs would be written among the
+    inputs, and read back as inputs by the next run), and any input file that a file of the run would
+    replace (an output ``<stem>.jpg`` next to the input ``<stem>.jpg``, or an input called
+    ``report.json`` / ``summary.png`` / ``summary-2.png`` in the output folder). A folder *inside* the
+    output folder, or the output folder inside an input folder, is fine: discovery skips the output
+    folder and the names cannot meet.
+
+    Args:
+      out: the output folder (may not exist yet).
+      specs: the inputs as given (files, folders, globs).
+      paths: the discovered input files; ``names``: their output file names (:func:`output_names`).
+
+    Raises:
+      QcamoError: naming the output folder and the input at risk.
+    """
+    out_r = resolve_path(Path(out))
+    for spec in specs:
+        if Path(spec).is_dir() and resolve_path(Path(spec)) == out_r:
+            raise QcamoError(f"is also an input folder: outputs would be written among the inputs (and taken as "
+                             f"inputs by the next run); choose another --out", out)
+    inputs = {resolve_path(Path(p)): Path(p) for p in paths}
+    for name in names:
+        hit = inputs.get(out_r / name)
+        if hit is not None:
+            raise QcamoError(f"the output {name} would replace the input {hit}; choose another --out", out)
+    for r, p in inputs.items():
+        if r.parent == out_r and (r.name in (REPORT_JSON, REPORT_CSV) or
+                                  (r.suffix.lower() == ".png" and is_page_stem(r.stem))):
+            raise QcamoError(f"the run's own {r.name} would replace the input {p}; choose another --out", out)
+
+
 def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
     """Create ``out_dir`` if needed and check it is a writable folder; remove stale temporary files.
 
