@@ -31,7 +31,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from qcamo_jax.discovery import discover_inputs
+from qcamo_jax.discovery import discover_inputs, resolve_path
 from qcamo_jax.errors import QcamoError
 from qcamo_jax.fileio import atomic_write
 from qcamo_jax.display import format_size
@@ -72,19 +72,46 @@ def list_images(folder: str | os.PathLike, ignore: Sequence[str] = OWN_FILES, sk
     return sorted(discover_inputs([folder], recursive=False, ignore=ignore, skipped=skipped))
 
 
+def _inputs_by_output(folder: Path) -> dict[str, Path]:
+    """Output file name -> input path, from the ``report.json`` ``qcamo attack`` wrote in ``folder`` (if any)."""
+    try:
+        records = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    records = records.get("images", []) if isinstance(records, dict) else records
+    out = {}
+    for r in records if isinstance(records, list) else []:
+        if isinstance(r, dict) and r.get("output") and r.get("path"):
+            out[Path(r["output"]).name] = Path(r["path"])
+    return out
+
+
 def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike) -> tuple[list[Path], list[Path], list[Path]]:
-    """Pair attacked files with originals of the same stem in ``originals_dir``.
+    """Pair attacked files with their originals in ``originals_dir``.
+
+    A file that ``qcamo attack`` wrote is paired with the input its folder's ``report.json`` names,
+    when that input lies in ``originals_dir`` (this covers the outputs renamed ``<stem>-<hash>`` for
+    inputs of the same name); any other file with the original of the same stem.
 
     Returns:
       ``(matched files, their originals, unmatched files)`` - unmatched ones are left out of the
       evaluation.
     """
+    root = resolve_path(Path(originals_dir))
     by_stem: dict[str, Path] = {}
     for p in list_images(originals_dir):
         by_stem.setdefault(p.stem, p)
+    reports: dict[Path, dict[str, Path]] = {}
     matched, originals, unmatched = [], [], []
     for f in files:
-        if f.stem in by_stem:
+        f = Path(f)
+        if f.parent not in reports:
+            reports[f.parent] = _inputs_by_output(f.parent)
+        src = reports[f.parent].get(f.name)
+        if src is not None and src.is_file() and (root == resolve_path(src).parent or root in resolve_path(src).parents):
+            matched.append(f)
+            originals.append(src)
+        elif f.stem in by_stem:
             matched.append(f)
             originals.append(by_stem[f.stem])
         else:

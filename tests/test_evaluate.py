@@ -116,3 +116,25 @@ def test_summary_rates():
     lines = evaluate.format_table(rows, s).splitlines()
     assert lines[3].split() == ["all", "(2", "files)", "100%", "50%", "2", "40.00", "0.9950"]  # P_png, both below T
     assert lines[-1].split() == ["x", "50%", "50.00"]  # P_jpg and mean score of encoder x
+
+
+def test_outputs_renamed_for_same_named_inputs_find_their_originals(tmp_path):
+    """``qcamo attack`` renames the outputs of two inputs called ``x`` (``x-<hash>.jpg``); evaluate pairs
+    each with its own input through the folder's report.json, and other files by stem as before."""
+    orig, out = tmp_path / "originals", tmp_path / "out"
+    for sub in ("a", "b"):
+        (orig / sub).mkdir(parents=True)
+        Image.fromarray(photos.photo("chelsea" if sub == "a" else "coffee", (32, 48))).save(orig / sub / "x.png")
+    Image.fromarray(photos.photo("astronaut", (32, 48))).save(orig / "y.png")
+    out.mkdir()
+    for name in ("x-11111111.jpg", "x-22222222.jpg", "y.jpg", "z.jpg"):
+        Image.fromarray(photos.photo("rocket", (32, 48))).save(out / name)
+    records = [{"path": str(orig / "a" / "x.png"), "output": str(out / "x-11111111.jpg")},
+               {"path": str(orig / "b" / "x.png"), "output": str(out / "x-22222222.jpg")},
+               {"path": str(tmp_path / "elsewhere" / "y.png"), "output": str(out / "y.jpg")}]  # not in originals
+    (out / "report.json").write_text(json.dumps(records))
+    files, originals, unmatched = evaluate.match_originals(evaluate.list_images(out), orig)
+    pairs = {f.name: o for f, o in zip(files, originals)}
+    assert pairs == {"x-11111111.jpg": orig / "a" / "x.png", "x-22222222.jpg": orig / "b" / "x.png",
+                     "y.jpg": orig / "y.png"}
+    assert [p.name for p in unmatched] == ["z.jpg"]
