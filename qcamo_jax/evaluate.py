@@ -36,6 +36,7 @@ from qcamo_jax.errors import QcamoError
 from qcamo_jax.fileio import atomic_write
 from qcamo_jax.display import format_size
 from qcamo_jax.imageio import load_rgb
+from qcamo_jax.report import read_records
 
 #: Files that qcamo's own runs leave in a folder, never evaluated (``fnmatch`` patterns): the reports of
 #: ``qcamo attack`` (qcamo_jax.pipeline REPORT_JSON, REPORT_CSV, SUMMARY_PNG) and of ``qcamo evaluate``.
@@ -74,16 +75,7 @@ def list_images(folder: str | os.PathLike, ignore: Sequence[str] = OWN_FILES, sk
 
 def _inputs_by_output(folder: Path) -> dict[str, Path]:
     """Output file name -> input path, from the ``report.json`` ``qcamo attack`` wrote in ``folder`` (if any)."""
-    try:
-        records = json.loads((folder / "report.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    records = records.get("images", []) if isinstance(records, dict) else records
-    out = {}
-    for r in records if isinstance(records, list) else []:
-        if isinstance(r, dict) and r.get("output") and r.get("path"):
-            out[Path(r["output"]).name] = Path(r["path"])
-    return out
+    return {Path(r["output"]).name: Path(r["path"]) for r in read_records(folder) if isinstance(r.get("output"), str)}
 
 
 def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike) -> tuple[list[Path], list[Path], list[Path]]:
@@ -108,7 +100,7 @@ def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike) -> 
         if f.parent not in reports:
             reports[f.parent] = _inputs_by_output(f.parent)
         src = reports[f.parent].get(f.name)
-        if src is not None and src.is_file() and (root == resolve_path(src).parent or root in resolve_path(src).parents):
+        if src is not None and src.is_file() and root in resolve_path(src).parents:
             matched.append(f)
             originals.append(src)
         elif f.stem in by_stem:

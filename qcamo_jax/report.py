@@ -64,6 +64,17 @@ def write_reports(out_dir: str | os.PathLike, records: Sequence[Mapping[str, Any
     fileio.atomic_write_bytes(out / "report.csv", to_csv(records).encode("utf-8"))
 
 
+def read_records(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of the ``report.json`` a run wrote in ``out_dir``; ``[]`` if missing or not a valid report."""
+    try:
+        data = json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, list):
+        return []
+    return [r for r in data if isinstance(r, dict) and isinstance(r.get("path"), str)]
+
+
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Aggregate numbers of a run: counts, success rates, mean distortion over attacked images.
 

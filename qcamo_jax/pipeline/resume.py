@@ -9,25 +9,17 @@ resumed run recomputes a batch exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from qcamo_jax import fileio
-from qcamo_jax.pipeline.outputs import REPORT_JSON
+from qcamo_jax.report import read_records
 
 
 def load_previous_records(out_dir: Path) -> dict[str, dict[str, Any]]:
     """Records of a previous run in ``out_dir`` (by input path), or ``{}`` if there is no valid report."""
-    p = out_dir / REPORT_JSON
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, list):
-        return {}
-    return {r["path"]: r for r in data if isinstance(r, dict) and isinstance(r.get("path"), str)}
+    return {r["path"]: r for r in read_records(out_dir)}
 
 
 def reusable(rec: Mapping[str, Any] | None, sha: str, shash: str, out_dir: Path) -> bool:
