@@ -40,8 +40,12 @@ def measure(out: Path) -> dict:
     report = json.loads((out / "report.json").read_text())
     rows = []
     for r in report["images"] if isinstance(report, dict) else report:
-        rows.append({k: r.get(k) for k in ("path", "original_score", "final_score", "worst_score",
-                                           "worst_reencoder", "success", "psnr", "ssim", "error")})
+        row = {k: r.get(k) for k in ("path", "original_score", "final_score", "worst_score",
+                                     "worst_reencoder", "success", "psnr", "ssim", "error")}
+        # File sizes: the written file's price (docs/quantize.md); the input is the camera/phone JPEG.
+        row["input_bytes"] = (ROOT / r["path"]).stat().st_size if (ROOT / r["path"]).is_file() else None
+        row["output_bytes"] = (ROOT / r["output"]).stat().st_size if r.get("output") else None
+        rows.append(row)
     return {"command": "qcamo attack examples/ --out OUT --quiet", "exit_code": proc.returncode,
             "wall_seconds": round(seconds, 1), "compile_seconds": round(compile_s, 1), "last_line": proc.stderr.strip().splitlines()[-1:],
             "cpu_count": os.cpu_count(), "load_average_before": None, "machine": platform.machine(), "rows": rows}

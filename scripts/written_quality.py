@@ -43,6 +43,9 @@ OPTIONS = {
     "q90-islow-s3": dict(quality=90, dct_method="islow", max_steps=3),
     "q90-islow-s3-worst": dict(quality=90, dct_method="islow", max_steps=3, gradient="worst"),
     "q90-islow-s5": dict(quality=90, dct_method="islow", max_steps=5),
+    "q95-islow-s10": dict(quality=95, dct_method="islow", max_steps=10),
+    "q98-islow-s20": dict(quality=98, dct_method="islow", max_steps=20),
+    "q100-islow-s40": dict(quality=100, dct_method="islow", max_steps=40),
 }
 
 

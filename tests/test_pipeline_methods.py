@@ -37,5 +37,35 @@ def test_dct_attacks_keep_their_scores():
     img = jnp.asarray(photos.photo("chelsea", (32, 48)), jnp.float32)
     v = {"scale": jnp.float32(1.0)}
     assert methods.attack_score_fn(_detail, Settings(survive=SURVIVE)) is _detail
-    fn = methods.attack_score_fn(_detail, Settings(method="jpeg-pgd", survive=SURVIVE))
-    assert float(fn(v, img)) < float(_detail(v, img))  # through JPEG round trips: detail is lost
+    settings = Settings(method="jpeg-pgd", survive=SURVIVE)
+    fn = methods.attack_score_fn(_detail, settings)
+    # The written file (the quantizer's quality, DCT and sampling) through its differentiable JPEG, then
+    # the mean over {as saved} + the set's round trips of that file.
+    from qcamo_jax.quantize.jpeg_aware import jpeg_transform
+
+    config = methods.quantizer_config(settings)
+    written = jpeg_transform(config)(img)
+    emus = reencoders.resolve(SURVIVE).emulations(config.subsampling)
+    want = float(survival.smooth_score(_detail, v, written, emus, "mean"))
+    assert abs(want - float(_detail(v, img))) > 1e-2  # the round trips change this score: the test can tell
+    np.testing.assert_allclose(float(fn(v, img)), want, rtol=1e-6)
+
+
+def test_written_quality_gets_the_reach_of_five_quality_90_steps():
+    """``--quality Q`` without ``max_steps``: the bound scales with the IJG tables (reach_steps); the
+    default written file is quality 100 with 40; an explicit ``max_steps`` wins; ImageMagick keeps 1."""
+    from qcamo_jax.jpeg import tables
+    from qcamo_jax.quantize.dct import DCTConfig, reach_steps
+
+    assert (reach_steps(90), reach_steps(95), reach_steps(100), reach_steps(75), reach_steps(10)) == (5, 10, 40, 2, 1)
+    # What the bound is for: the reach in DCT units at Q stays within a factor 2 of 5 quality-90 steps
+    # (mean over the luma table; tables.quant_tables is checked against libjpeg in test_jpeg_codec).
+    want = 5 * float(np.mean(tables.quant_tables(90)[0]))
+    for q in range(60, 101):
+        reach = reach_steps(q) * float(np.mean(tables.quant_tables(q)[0]))
+        assert want / 2.5 <= reach <= want * 2, (q, reach, want)
+    assert methods.quantizer_config(Settings(quality=95)).max_steps == 10
+    assert methods.quantizer_config(Settings()) == DCTConfig(margin=methods.DEFAULT_MARGIN)
+    assert DCTConfig().quality == 100 and DCTConfig().max_steps == 40
+    assert methods.quantizer_config(Settings(quality=95, attack_options={"max_steps": 3})).max_steps == 3
+    assert methods.quantizer_config(Settings(survive="imagemagick")).max_steps == 1

@@ -93,8 +93,9 @@ def test_dct_worst_case_equals_real_libraries(setup, dct_run, tmp_path):
 @pytest.mark.skipif(not HAS_IM, reason="ImageMagick not installed")
 def test_default_step_bound_reaches_below_what_one_step_cannot(setup, dct_run, tmp_path):
     """The kind of docs/results.md's T = 50 misses: with one step per coefficient even the all-moves file
-    stays above T after the coarsest member (libjpeg-turbo 4:2:0 q75 rounds one q90 step away); the
-    default bound (``max_steps=5``) gets below that same worst case, as the real libraries confirm."""
+    stays above T after the coarsest member (libjpeg-turbo 4:2:0 q75 rounds a one-step change away); the
+    default bound (``reach_steps``: 40 at quality 100) gets below that same worst case, as the real
+    libraries confirm."""
     score_fn, variables, originals, adv, targets, scorer = setup
     cfg, run = dct_run
     assert cfg.max_steps == qdct.DCTConfig().max_steps > 1

@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "q75-95), 'imagemagick' (the paper's single encoder), 'none' (as saved only), or "
                         "ENCODER:QUALITIES items, e.g. imagemagick:90,pillow-420:85-95/5")
     p.add_argument("--quality", type=options.QUALITY, default=None,
-                   help="JPEG quality the dct quantizer writes its file at (default: measured best for the set, "
-                        "docs/quantize.md; the member's quality for --survive imagemagick)")
+                   help="JPEG quality the dct quantizer writes its file at (default: 100 for a set, the measured "
+                        "best, docs/quantize.md; the member's quality for --survive imagemagick)")
     p.add_argument("--max-l2", type=options.MAX_L2, default=None, metavar="L2",
                    help="largest accepted L2 distortion of an output (pixel units); an image that cannot meet both "
                         "the target and the limit is reported as failing, with the best it reached")

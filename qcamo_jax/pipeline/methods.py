@@ -54,7 +54,7 @@ def quantizer_config(settings: Settings):
     it at that quality (:meth:`~qcamo_jax.quantize.dct.DCTConfig.for_imagemagick`); any other set gets
     the quantizer's default written file (docs/quantize.md) unless ``--quality`` says otherwise.
     """
-    from qcamo_jax.quantize.dct import DCTConfig
+    from qcamo_jax.quantize.dct import DCTConfig, reach_steps
     from qcamo_jax.quantize.spatial import SpatialConfig
 
     o = dict(settings.attack_options)
@@ -65,12 +65,13 @@ def quantizer_config(settings: Settings):
         return None
     if settings.quantize == "spatial":
         return SpatialConfig(**common)
-    if "max_steps" in o:  # else the written file's default: 1 for ImageMagick alone, 5 for a set
+    if "max_steps" in o:  # else the written file's default: 1 for ImageMagick alone, reach_steps for a set
         common["max_steps"] = int(o["max_steps"])
     members = tuple(survive)
     if len(members) == 1 and members[0].encoder == "imagemagick":
         return DCTConfig.for_imagemagick(settings.quality or members[0].quality, **common)
     if settings.quality is not None:
+        common.setdefault("max_steps", reach_steps(int(settings.quality)))
         return DCTConfig(quality=int(settings.quality), **common)
     return DCTConfig(**common)
 
