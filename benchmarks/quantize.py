@@ -3,12 +3,12 @@
     python benchmarks/quantize.py --model default --batch 4 --repeat 3
     python benchmarks/quantize.py --model tiny-random --size 96x128      # CPU smoke run
 
-Each quantizer call runs a fixed number of model evaluations per image (the zero-change candidate, all
-moves, then a bisection over ``N = H * W * 3`` switching points: ``ceil(log2(N + 1)) + 2`` candidates,
+Each quantizer call runs at most ``max_evaluations(N)`` candidates per image (the zero-change candidate,
+all moves, then the ITP search over ``N = H * W * 3`` switching points, :mod:`qcamo_jax.quantize.search`),
 plus one gradient; with ``--survive`` each candidate costs ``1 + E`` forward passes, ``E`` = the set's
-unique round trips), so
-the time does not depend on the attack; the adversarial input is the original plus Gaussian noise
-(sigma 2 pixel units). The reported ``model_forward_s`` (one batched forward) gives the overhead of
+unique round trips. How many the search needs depends on the attack: here the adversarial input is the
+original plus Gaussian noise (sigma 2 pixel units); ``benchmarks/quantize_search.py`` measures the
+count on real attacks. The reported ``model_forward_s`` (one batched forward) gives the overhead of
 the quantizer over its model evaluations.
 """
 

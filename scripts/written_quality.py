@@ -81,13 +81,14 @@ def load(path: Path, size) -> np.ndarray:
 
 
 def cost_table(size) -> list[dict]:
-    """Forward passes per image of the DCT quantizer for each set: static counts of the compiled program."""
+    """Forward passes per image of the DCT quantizer for each set: the most the compiled program makes
+    (the ITP search's worst case; ``benchmarks/quantize_search.py`` measures the usual count)."""
     from qcamo_jax.jpeg.reencoders import PROFILES, ReencoderSet
-    from qcamo_jax.quantize.search import bisection_steps
+    from qcamo_jax.quantize.search import max_evaluations
 
     h, w = size
     n = 3 * (-(-h // 8) * 8) * (-(-w // 8) * 8)  # coefficients of a 4:4:4 file (upper bound of moves)
-    candidates = 2 + bisection_steps(n + 1)
+    candidates = max_evaluations(n)
     rows = []
     for spec in ("none", "imagemagick", "imagemagick:90,pillow-444:90", "common", "common,pillow-420:75-95"):
         s = PROFILES.get(spec) or ReencoderSet.parse(spec)

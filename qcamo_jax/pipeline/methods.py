@@ -140,11 +140,12 @@ def attack_evaluations(method: str, config) -> int:
 
 
 def quantizer_evaluations(quantize: str, shape: Sequence[int]) -> int:
-    """Model evaluations of the quantizer per image: one gradient, zero change, all moves, the bisection."""
+    """The most model evaluations of the quantizer per image: one gradient plus the search's candidates
+    (:func:`qcamo_jax.quantize.search.max_evaluations`; the ITP search usually stops well before)."""
     if quantize == "none":
         return 0
-    from qcamo_jax.quantize.search import bisection_steps
+    from qcamo_jax.quantize.search import max_evaluations
 
     h, w = int(shape[0]), int(shape[1])
     n = h * w * 3 if quantize == "spatial" else 3 * 64 * (-(-h // 8)) * (-(-w // 8))
-    return 3 + bisection_steps(n + 1)
+    return 1 + max_evaluations(n)

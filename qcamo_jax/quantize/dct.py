@@ -52,7 +52,7 @@ import numpy as np
 
 from qcamo_jax.jpeg import codec, reencoders, tables
 from qcamo_jax.quantize import survival
-from qcamo_jax.quantize.search import limit_flips, search_flips
+from qcamo_jax.quantize.search import RTOL, limit_flips, search_flips
 from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn, check_common
 
 DCT_METHODS = ("islow", "ifast")
@@ -91,6 +91,11 @@ class DCTConfig(NamedTuple):
       gradient: ``"worst"`` or ``"mean"``: which differentiable loss over the set gives ``g``.
       max_l2: largest accepted L2 of the decoded output minus the original (pixel units), or ``None``.
       min_psnr: smallest accepted PSNR of the decoded output against the original (dB), or ``None``.
+      search: how the bracket on the candidate index is narrowed: ``"itp"`` (interpolation along the
+        first-order loss, a few candidates per image) or ``"bisection"`` (the paper's; ``log2`` of the
+        entry count): :mod:`qcamo_jax.quantize.search`, docs/quantize.md "Search cost".
+      search_rtol: the search stops when its bracket is within this share of the candidate index
+        (``0``: adjacent candidates, the exact smallest evaluated success).
     """
 
     quality: int = 100
@@ -103,6 +108,8 @@ class DCTConfig(NamedTuple):
     gradient: str = "mean"
     max_l2: float | None = None
     min_psnr: float | None = None
+    search: str = "itp"
+    search_rtol: float = RTOL
 
     @classmethod
     def for_imagemagick(cls, quality: int = 90, **options) -> "DCTConfig":
@@ -226,12 +233,30 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
     return DCTPlan(plain, base, r, delta, s.astype(jnp.int32), abs_g, rank, lam_j[order], jnp.sum(active, dtype=jnp.int32))
 
 
+def _steps(plan: DCTPlan, k: jax.Array, max_steps: int):
+    """``(lambda, steps int32 [N])`` of candidate ``k``: where each coefficient's minimiser lies (>= 1 once moved)."""
+    lam = jnp.where(k > 0, plan.sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
+    # Steps taken at lambda along the direction: floor(s r + lambda |g| / (2 Delta) + 1/2).
+    pos = plan.direction * plan.r + lam * plan.abs_g / (2.0 * plan.delta)
+    return lam, jnp.clip(jnp.floor(pos + 0.5), 1, max_steps).astype(jnp.int32)
+
+
+def plan_prediction(plan: DCTPlan, k: jax.Array, max_steps: int = 1) -> jax.Array:
+    """First-order loss change of candidate ``k`` against the ``lambda = 0`` one: ``g . (z(k) - z0) Delta``.
+
+    Every move goes against the gradient, so this is ``-sum |g_j| steps_j Delta_j`` over the moved
+    coefficients: non-increasing in ``k`` (the search's interpolation coordinate,
+    :func:`qcamo_jax.quantize.search.search_flips`); ``0`` for ``k <= 0``. The clip to the baseline
+    range (:func:`plan_candidate`) is ignored: it only shortens a few moves.
+    """
+    _, steps = _steps(plan, k, max_steps)
+    gain = plan.abs_g * plan.delta * steps.astype(jnp.float32)
+    return -jnp.sum(jnp.where(plan.rank < k, gain, 0.0))
+
+
 def plan_candidate(plan: DCTPlan, k: jax.Array, max_steps: int = 1):
     """The coefficients with the ``k`` first switching points passed: ``(JpegCoefficients, lambda)``."""
-    lam = jnp.where(k > 0, plan.sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
-    # Steps taken at lambda along the direction: floor(s r + lambda |g| / (2 Delta) + 1/2), >= 1 once moved.
-    pos = plan.direction * plan.r + lam * plan.abs_g / (2.0 * plan.delta)
-    steps = jnp.clip(jnp.floor(pos + 0.5), 1, max_steps).astype(jnp.int32)
+    lam, steps = _steps(plan, k, max_steps)
     z = plan.z0 + jnp.where(plan.rank < k, plan.direction * steps, 0)
     # A step past the range a baseline 8-bit JPEG holds (e.g. DC -1024 of a black block at q = 1) is
     # a coefficient no encoder could give back: clip to it (tables.coefficient_range).
@@ -277,7 +302,9 @@ def quantize_dct_one(
 
     n = int(plan.z0.size)
     k_cap, _ = limit_flips(l2_of, plan.n_active, n, limit, zero=zero)
-    found = search_flips(evaluate, k_cap, n, config.margin, zero=zero)
+    found = search_flips(evaluate, k_cap, n, config.margin, zero=zero,
+                         predict=lambda k: plan_prediction(plan, k, steps), rtol=config.search_rtol,
+                         method=config.search)
     coeffs = candidate(found.k)
     k = jnp.maximum(found.k, 0)
     lam = jnp.where(k > 0, plan.sorted_lam[jnp.maximum(k - 1, 0)], 0.0)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from qcamo_jax.jpeg import reencoders
 from qcamo_jax.quantize import survival
-from qcamo_jax.quantize.search import limit_flips, search_flips
+from qcamo_jax.quantize.search import RTOL, limit_flips, search_flips
 
 ScoreFn = Callable[[Mapping[str, Any], jax.Array], jax.Array]
 
@@ -50,6 +50,11 @@ class SpatialConfig(NamedTuple):
         trips, :mod:`qcamo_jax.jpeg.diff`).
       max_l2: largest accepted L2 of output minus original (pixel units), or ``None``.
       min_psnr: smallest accepted PSNR of the output against the original (dB), or ``None``.
+      search: how the bracket on the candidate index is narrowed: ``"itp"`` (interpolation along the
+        first-order loss, a few candidates per image) or ``"bisection"`` (the paper's; ``log2`` of the
+        entry count): :mod:`qcamo_jax.quantize.search`, docs/quantize.md "Search cost".
+      search_rtol: the search stops when its bracket is within this share of the candidate index
+        (``0``: adjacent candidates, the exact smallest evaluated success).
     """
 
     margin: float = 0.0
@@ -57,6 +62,8 @@ class SpatialConfig(NamedTuple):
     gradient: str = "worst"
     max_l2: float | None = None
     min_psnr: float | None = None
+    search: str = "itp"
+    search_rtol: float = RTOL
 
 
 class QuantizeResult(NamedTuple):
@@ -146,7 +153,17 @@ def quantize_spatial_one(
 
     # The input itself (k = -1) is tried first: one that already meets the target is returned untouched.
     k_cap, _ = limit_flips(lambda k: jnp.sqrt(jnp.sum((candidate(k) - xo) ** 2)), n_helps, n, limit, zero=-1)
-    found = search_flips(evaluate, k_cap, n, config.margin, zero=-1)
+    # First-order loss change against candidate 0 (the search's interpolation coordinate): each flip
+    # moves one pixel by one level against its gradient, so candidate k gains the k largest-ranked |g|.
+    gains = jnp.cumsum(jnp.where(jnp.isfinite(sorted_lam), jnp.abs(g.reshape(-1))[order], 0.0))
+    base_px = jnp.where(base_up, hi_px, lo_px)
+    input_gain = jnp.sum(g * (xo - base_px))
+
+    def predict(k):
+        return jnp.where(k < 0, input_gain, -jnp.where(k > 0, gains[jnp.clip(k - 1, 0, n - 1)], 0.0))
+
+    found = search_flips(evaluate, k_cap, n, config.margin, zero=-1, predict=predict, rtol=config.search_rtol,
+                         method=config.search)
     out = candidate(found.k)
     k = jnp.maximum(found.k, 0)
     lam = jnp.where(k > 0, sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
