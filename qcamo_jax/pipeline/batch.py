@@ -18,7 +18,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -31,6 +31,30 @@ from qcamo_jax.pipeline.plan import Item, engine_batch
 from qcamo_jax.pipeline.scoring import Scorer, distortion
 from qcamo_jax.pipeline.settings import Settings
 from qcamo_jax.record import empty_record
+
+
+class Attacked(NamedTuple):
+    """One process's part of a batch after :meth:`BatchRunner.attack`: what :meth:`BatchRunner.finish` needs.
+
+    Attributes:
+      part: the items of the part, in order.
+      shape: ``(H, W, 3)``.
+      score_batch: the scorer's chunk size.
+      t0: ``time.perf_counter()`` when the part started (for the per-image ``seconds``).
+      recs: records already decided (refused inputs), by item index.
+      good: the items that reached the engine.
+      x: ``uint8 [len(good), H, W, 3]`` their pixels.
+      encoded: per item of ``good``, an :class:`~qcamo_jax.pipeline.engine.Encoded` or the exception.
+    """
+
+    part: list
+    shape: tuple
+    score_batch: int
+    t0: float
+    recs: dict
+    good: list
+    x: np.ndarray
+    encoded: list
 
 
 class BatchRunner:
@@ -57,6 +81,10 @@ class BatchRunner:
                     collective: bool, batch_images: int | None = None) -> list[dict[str, Any]]:
         """Attack ``part`` (images of ``shape``), write the outputs; one record per item of ``part``.
 
+        The two halves, :meth:`attack` (inputs and the engine: device work) and :meth:`finish` (scores,
+        real re-encodings, files: host work), can also be called apart, so that a run overlaps one
+        batch's host work with the next batch's device work (:func:`qcamo_jax.pipeline.runner.run`).
+
         Args:
           part: this process's items of the batch; in a multi-process run possibly none.
           shape: ``(H, W, 3)`` of every image of the batch.
@@ -66,6 +94,12 @@ class BatchRunner:
           collective: the engine call is collective: make it even when no image of ``part`` is left.
           batch_images: images of the whole batch (all processes), for the progress bar; default ``part``'s.
         """
+        return self.finish(self.attack(part, shape, size, score_batch, collective=collective,
+                                       batch_images=batch_images))
+
+    def attack(self, part: Sequence[Item], shape: Sequence[int], size: int, score_batch: int, *,
+               collective: bool, batch_images: int | None = None) -> Attacked:
+        """Read ``part``'s inputs and run the engine on them (arguments as :meth:`attack_part`)."""
         t0 = time.perf_counter()
         recs: dict[int, dict[str, Any]] = {}
         images, good = [], []
@@ -77,19 +111,25 @@ class BatchRunner:
                 continue
             images.append(img)
             good.append(it)
+        x, encoded = np.zeros((0, *shape), np.uint8), []
         if good or collective:
             if self.events is not None:
                 expected = getattr(self.engine, "expected_units", None)
                 self.events.batch_start(len(part) if batch_images is None else batch_images,
                                         expected(shape, size) if expected else 1)
             x, encoded = self._engine_outputs(images, good, size, shape, collective)
-            done = [j for j, e in enumerate(encoded) if not isinstance(e, BaseException)]
-            for j, e in enumerate(encoded):
-                if isinstance(e, BaseException):
-                    recs[good[j].index] = self.failure(good[j], e)
-            if done:
-                recs.update(self._results([good[j] for j in done], x[done], [encoded[j] for j in done], shape,
-                                          score_batch, t0))
+        return Attacked(list(part), tuple(shape), score_batch, t0, recs, good, x, encoded)
+
+    def finish(self, attacked: Attacked) -> list[dict[str, Any]]:
+        """Score, re-encode and write the outputs of :meth:`attack`; one record per item of its part."""
+        part, recs, good, encoded = attacked.part, dict(attacked.recs), attacked.good, attacked.encoded
+        done = [j for j, e in enumerate(encoded) if not isinstance(e, BaseException)]
+        for j, e in enumerate(encoded):
+            if isinstance(e, BaseException):
+                recs[good[j].index] = self.failure(good[j], e)
+        if done:
+            recs.update(self._results([good[j] for j in done], attacked.x[done], [encoded[j] for j in done],
+                                      attacked.shape, attacked.score_batch, attacked.t0))
         return [recs[it.index] for it in part]
 
     def failure(self, it: Item, exc: BaseException) -> dict[str, Any]:

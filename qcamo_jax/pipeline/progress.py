@@ -19,6 +19,7 @@ Only the main process of a multi-host run reports; the others get ``enabled=Fals
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -68,6 +69,7 @@ class Progress:
         self.done = 0.0  # images finished (whole batches)
         self._batch_images = 0
         self._batch_units = 1
+        self._awaiting: collections.deque[float] = collections.deque()  # shown parts of batches without records
         self._units = 0
         self._shown_in_batch = 0.0
         self._next_event = 1
@@ -114,6 +116,8 @@ class Progress:
     def batch_start(self, images: int, units: int) -> None:
         """A batch of ``images`` real images starts; the engine will report about ``units`` units for it."""
         with self._lock:
+            if self._batch_images:  # the previous batch's records are not in yet (its host work overlaps)
+                self._awaiting.append(self._shown_in_batch)
             self._batch_images, self._batch_units = images, max(1, int(units))
             self._units, self._shown_in_batch, self._next_event = 0, 0.0, 1
 
@@ -148,7 +152,12 @@ class Progress:
         if self._compiling is not None:  # an engine that reports no units
             self.compile_end(*self._compiling)
         with self._lock:
-            partial, self._shown_in_batch, self._batch_images = self._shown_in_batch, 0.0, 0
+            if instant:  # reused or refused: no batch of theirs was shown
+                partial = 0.0
+            elif self._awaiting:  # the oldest batch still waiting for its records
+                partial = self._awaiting.popleft()
+            else:
+                partial, self._shown_in_batch, self._batch_images = self._shown_in_batch, 0.0, 0
         self._bar.update(len(records) - partial)
         self.done += len(records)
         for r in records:
@@ -163,7 +172,7 @@ class Progress:
 
     def _eta(self) -> float | None:
         """Seconds left at the average rate so far, compilation excluded (``None`` before any progress)."""
-        worked = self.done + self._shown_in_batch - self._instant
+        worked = self.done + self._shown_in_batch + sum(self._awaiting) - self._instant
         elapsed = time.perf_counter() - self._t0 - self._compile_seconds
         if worked <= 0 or elapsed <= 0:
             return None

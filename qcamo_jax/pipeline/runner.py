@@ -7,13 +7,16 @@ with one record (:mod:`qcamo_jax.record`) per input in input order. It ties the 
 every input once (:mod:`~qcamo_jax.pipeline.inputs`), the plan groups them by shape
 (:mod:`~qcamo_jax.pipeline.plan`), ``--resume`` keeps what it can (:mod:`~qcamo_jax.pipeline.resume`),
 each batch is attacked and written (:mod:`~qcamo_jax.pipeline.batch`), and after every batch the
-reports are rewritten atomically (:mod:`qcamo_jax.report`).
+reports are rewritten atomically (:mod:`qcamo_jax.report`). A batch's host work (scoring its outputs,
+the real re-encoders, writing files) runs in one worker thread while the next batch's engine call
+runs, so the device does not wait for the host; batches still finish, and are reported, in order.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, NamedTuple, Sequence
 
 from qcamo_jax import exitcodes
@@ -59,6 +62,7 @@ def run(
     summary: bool = True,
     log: Callable[[str], None] | None = None,
     log_json: str | os.PathLike | None = None,
+    overlap: bool = True,
 ) -> RunResult:
     """Attack every input image and write outputs, ``report.json``, ``report.csv`` and ``summary.png``.
 
@@ -86,6 +90,9 @@ def run(
       log: where one-line messages (refusals, warnings, the table of images that missed T) go;
         default stderr.
       log_json: append the run's events as JSON lines to this file (process 0 only).
+      overlap: run each batch's host work (scoring, real re-encoders, writing) in a worker thread
+        while the next batch is on the device; ``False`` does them one after the other (the same
+        records, for measuring what the overlap saves: ``benchmarks/pipeline_overhead.py``).
 
     Returns:
       :class:`RunResult`; ``exit_code`` as :mod:`qcamo_jax.exitcodes` defines.
@@ -117,7 +124,8 @@ def run(
         engine.listener = events
     batches = BatchRunner(out, settings, shash, engine, Scorer(model), log, events)
     try:
-        return _run(batches, items, records, out, model, settings, batch_size, resume, summary, group, events, log)
+        return _run(batches, items, records, out, model, settings, batch_size, resume, summary, group, events, log,
+                    overlap)
     except BaseException as exc:
         events.abort(exc)
         raise
@@ -127,7 +135,8 @@ def run(
 
 
 def _run(batches: BatchRunner, items: list[Item], records: list, out, model, settings: Settings, batch_size: int,
-         resume: bool, summary: bool, group, events: Progress, log: Callable[[str], None]) -> RunResult:
+         resume: bool, summary: bool, group, events: Progress, log: Callable[[str], None],
+         overlap: bool = True) -> RunResult:
     """The passes of :func:`run` once the inputs, the engine and the reporting are set up."""
     # Pass 1: read every input once (shape, hash), each process its part; refuse the bad ones, alike on
     # every process. Pixels are re-read per batch so that memory stays bounded by one batch.
@@ -155,17 +164,10 @@ def _run(batches: BatchRunner, items: list[Item], records: list, out, model, set
     plan = plan_batches(ok, batch_size)
     reuse = reuse_flags(plan, previous, shash, out, group)
     reused = processed = 0
-    for (shape, b, batch), reusable in zip(plan, reuse):
-        if reusable:
-            for it in batch:
-                records[it.index] = dict(previous[os.fspath(it.path)])
-            reused += len(batch)
-            events.images([records[it.index] for it in batch], instant=True)
-            continue
-        # Each process attacks its part (every process makes the engine call, even with an empty part)
-        # and everyone learns the records of the whole batch.
-        part = batches.attack_part(group.part(batch), shape, group.part_size(b), b, collective=group.count > 1,
-                                   batch_images=len(batch))
+
+    def complete(batch, part):
+        """The records of a batch whose host work is done: every process learns them; checkpoint."""
+        nonlocal processed
         for it, rec in zip(batch, group.gather_parts(part)):
             records[it.index] = rec
             processed += int(rec["error"] is None)
@@ -173,6 +175,33 @@ def _run(batches: BatchRunner, items: list[Item], records: list, out, model, set
         if group.is_main:  # checkpoint: the reports always describe complete outputs only
             report_mod.write_reports(out, finished_records(records, previous, resume))
             _crash_point("report")
+
+    # One batch's host work (scoring, the real re-encoders, writing) runs in a worker thread while the
+    # next batch is on the device; at most one batch waits there, so memory stays bounded and records
+    # and reports keep their order.
+    with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="qcamo-host") if overlap else _Inline()) as host:
+        pending = None
+        for (shape, b, batch), reusable in zip(plan, reuse):
+            if reusable:
+                for it in batch:
+                    records[it.index] = dict(previous[os.fspath(it.path)])
+                reused += len(batch)
+                events.images([records[it.index] for it in batch], instant=True)
+                continue
+            # Each process attacks its part (every process makes the engine call, even with an empty
+            # part) and everyone learns the records of the whole batch.
+            try:
+                attacked = batches.attack(group.part(batch), shape, group.part_size(b), b,
+                                          collective=group.count > 1, batch_images=len(batch))
+            except BaseException:  # e.g. Ctrl-C during the engine call: keep the batch already done
+                if pending is not None and group.count == 1:  # (other processes wait in collectives)
+                    complete(pending[0], pending[1].result())
+                raise
+            if pending is not None:
+                complete(pending[0], pending[1].result())
+            pending = (batch, host.submit(batches.finish, attacked))
+        if pending is not None:
+            complete(pending[0], pending[1].result())
 
     final = [r for r in records if r is not None]
     if group.is_main:
@@ -186,6 +215,24 @@ def _run(batches: BatchRunner, items: list[Item], records: list, out, model, set
     result = RunResult(final, processed, reused, failed)
     events.close(final, result.exit_code)
     return result
+
+
+class _Inline:
+    """Stands for the host worker when ``overlap=False``: each job runs at once, in the caller's thread."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - raised again by result(), as a worker's would be
+            future.set_exception(exc)
+        return future
 
 
 def _stderr_log(progress: bool) -> Callable[[str], None]:

@@ -91,11 +91,7 @@ class DCTConfig(NamedTuple):
       gradient: ``"worst"`` or ``"mean"``: which differentiable loss over the set gives ``g``.
       max_l2: largest accepted L2 of the decoded output minus the original (pixel units), or ``None``.
       min_psnr: smallest accepted PSNR of the decoded output against the original (dB), or ``None``.
-      search: how the bracket on the candidate index is narrowed: ``"itp"`` (interpolation along the
-        first-order loss, a few candidates per image) or ``"bisection"`` (the paper's; ``log2`` of the
-        entry count): :mod:`qcamo_jax.quantize.search`, docs/quantize.md "Search cost".
-      search_rtol: the search stops when its bracket is within this share of the candidate index
-        (``0``: adjacent candidates, the exact smallest evaluated success).
+      search, search_rtol: the candidate search, as in :class:`~qcamo_jax.quantize.spatial.SpatialConfig`.
     """
 
     quality: int = 100
