@@ -30,16 +30,26 @@ HOST_SECONDS = 0.4
 
 
 class _Echo:
-    """Engine stand-in: each image back as PNG bytes; notes when each call starts and in which thread."""
+    """Engine stand-in: each image back as PNG bytes, reporting progress units as it goes (like the
+    compiled program's callbacks); notes when each call starts and in which thread."""
 
     identity = "echo-engine"
+    listener = None
+    UNITS = 5  # per image
 
     def __init__(self):
         self.starts, self.threads = [], set()
 
+    def expected_units(self, shape, batch):
+        return self.UNITS * batch
+
     def __call__(self, images, seeds):
         self.starts.append(time.perf_counter())
         self.threads.add(threading.get_ident())
+        for _ in range(self.UNITS * len(images)):
+            if self.listener is not None:
+                self.listener.units(1)
+            time.sleep(0.005)
         return [Encoded(encode_png(np.asarray(im, np.uint8)), {}) for im in images]
 
 
@@ -93,6 +103,8 @@ def test_next_engine_call_runs_during_the_host_work(tmp_path, tiny, slow_host, o
     # progress: never backwards, every image counted once, the last event at all images
     events = [json.loads(line) for line in log.read_text().splitlines()]
     done = [e["images_done"] for e in events if e["event"] == "progress"]
+    inside = [e for e in events if e["event"] == "progress" and e["batch_fraction"] < 1]
+    assert len(inside) >= 4  # the units moved the bar inside every batch
     assert done == sorted(done) and done[-1] == N_IMAGES
     assert sum(e["event"] == "image_done" for e in events) == N_IMAGES
 

@@ -45,6 +45,7 @@ class Attacked(NamedTuple):
       good: the items that reached the engine.
       x: ``uint8 [len(good), H, W, 3]`` their pixels.
       encoded: per item of ``good``, an :class:`~qcamo_jax.pipeline.engine.Encoded` or the exception.
+      shown: the engine ran (the progress got a ``batch_start`` for this part).
     """
 
     part: list
@@ -55,6 +56,7 @@ class Attacked(NamedTuple):
     good: list
     x: np.ndarray
     encoded: list
+    shown: bool
 
 
 class BatchRunner:
@@ -118,7 +120,7 @@ class BatchRunner:
                 self.events.batch_start(len(part) if batch_images is None else batch_images,
                                         expected(shape, size) if expected else 1)
             x, encoded = self._engine_outputs(images, good, size, shape, collective)
-        return Attacked(list(part), tuple(shape), score_batch, t0, recs, good, x, encoded)
+        return Attacked(list(part), tuple(shape), score_batch, t0, recs, good, x, encoded, bool(good or collective))
 
     def finish(self, attacked: Attacked) -> list[dict[str, Any]]:
         """Score, re-encode and write the outputs of :meth:`attack`; one record per item of its part."""

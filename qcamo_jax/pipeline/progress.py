@@ -134,11 +134,12 @@ class Progress:
             crossed = frac * PROGRESS_STEPS >= self._next_event
             if crossed:
                 self._next_event = int(frac * PROGRESS_STEPS) + 1
+            worked = self._worked()
         if step > 0:
             self._bar.update(step)
         if crossed:
-            self.event("progress", images_done=round(self.done + shown, 3), images=self.total,
-                       batch_fraction=round(frac, 3), eta_s=self._eta())
+            self.event("progress", images_done=round(worked, 3), images=self.total,
+                       batch_fraction=round(frac, 3), eta_s=self._eta(worked))
 
     def images(self, records: Sequence[Mapping[str, Any]], *, instant: bool = False) -> None:
         """Images finished (attacked, reused or refused): their events, and the bar set to whole images.
@@ -158,8 +159,9 @@ class Progress:
                 partial = self._awaiting.popleft()
             else:
                 partial, self._shown_in_batch, self._batch_images = self._shown_in_batch, 0.0, 0
+            self.done += len(records)
+            worked = self._worked()
         self._bar.update(len(records) - partial)
-        self.done += len(records)
         for r in records:
             if r.get("error") is not None:
                 self.event("image_failed", path=r.get("path"), error=r.get("error"))
@@ -168,11 +170,20 @@ class Progress:
                            original_score=r.get("original_score"), final_score=r.get("final_score"),
                            worst_score=r.get("worst_score"), worst_reencoder=r.get("worst_reencoder"),
                            reached_target=reached_target(r))
-        self.event("progress", images_done=self.done, images=self.total, batch_fraction=1.0, eta_s=self._eta())
+        self.event("progress", images_done=round(worked, 3), images=self.total, batch_fraction=1.0,
+                   eta_s=self._eta(worked))
 
-    def _eta(self) -> float | None:
-        """Seconds left at the average rate so far, compilation excluded (``None`` before any progress)."""
-        worked = self.done + self._shown_in_batch + sum(self._awaiting) - self._instant
+    def _worked(self) -> float:
+        """Images done, whole and in part: finished ones, the shown parts of batches waiting for their
+        records and of the batch on the device (call with the lock held). Never decreases."""
+        return self.done + sum(self._awaiting) + self._shown_in_batch
+
+    def _eta(self, worked: float) -> float | None:
+        """Seconds left at the average rate so far, compilation excluded (``None`` before any progress).
+
+        ``worked``: :meth:`_worked`, read under the lock.
+        """
+        worked = worked - self._instant
         elapsed = time.perf_counter() - self._t0 - self._compile_seconds
         if worked <= 0 or elapsed <= 0:
             return None

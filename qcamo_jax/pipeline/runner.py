@@ -165,13 +165,16 @@ def _run(batches: BatchRunner, items: list[Item], records: list, out, model, set
     reuse = reuse_flags(plan, previous, shash, out, group)
     reused = processed = 0
 
-    def complete(batch, part):
-        """The records of a batch whose host work is done: every process learns them; checkpoint."""
+    def complete(batch, part, shown):
+        """The records of a batch whose host work is done: every process learns them; checkpoint.
+
+        ``shown``: the batch reached the engine (its progress was shown); else every input was refused.
+        """
         nonlocal processed
         for it, rec in zip(batch, group.gather_parts(part)):
             records[it.index] = rec
             processed += int(rec["error"] is None)
-        events.images([records[it.index] for it in batch])
+        events.images([records[it.index] for it in batch], instant=not shown)
         if group.is_main:  # checkpoint: the reports always describe complete outputs only
             report_mod.write_reports(out, finished_records(records, previous, resume))
             _crash_point("report")
@@ -190,18 +193,16 @@ def _run(batches: BatchRunner, items: list[Item], records: list, out, model, set
                 continue
             # Each process attacks its part (every process makes the engine call, even with an empty
             # part) and everyone learns the records of the whole batch.
-            try:
-                attacked = batches.attack(group.part(batch), shape, group.part_size(b), b,
-                                          collective=group.count > 1, batch_images=len(batch))
-            except BaseException:  # e.g. Ctrl-C during the engine call: keep the batch already done
-                if pending is not None and group.count == 1:  # (other processes wait in collectives)
-                    complete(pending[0], pending[1].result())
-                raise
+            # On Ctrl-C here the batch in the worker still finishes its files (the executor waits for
+            # it), but its records are not reported: its re-encoder children got the signal too, so
+            # they may read as failures; --resume redoes that batch.
+            attacked = batches.attack(group.part(batch), shape, group.part_size(b), b, collective=group.count > 1,
+                                      batch_images=len(batch))
             if pending is not None:
-                complete(pending[0], pending[1].result())
-            pending = (batch, host.submit(batches.finish, attacked))
+                complete(pending[0], pending[1].result(), pending[2])
+            pending = (batch, host.submit(batches.finish, attacked), attacked.shown)
         if pending is not None:
-            complete(pending[0], pending[1].result())
+            complete(pending[0], pending[1].result(), pending[2])
 
     final = [r for r in records if r is not None]
     if group.is_main:
@@ -230,8 +231,8 @@ class _Inline:
         future: Future = Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - raised again by result(), as a worker's would be
-            future.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - raised again by result(), as a worker's would be
+            future.set_exception(exc)  # (Ctrl-C and SystemExit propagate at once)
         return future
 
 

@@ -178,7 +178,7 @@ def search_flips(evaluate: Callable[[jax.Array], tuple[jax.Array, Any]], n: jax.
     def running(c):
         i, lo, hi, l0, ln = c[0], c[1], c[2], c[9], c[11]
         decided = (i >= 1) & (l0 < target)  # the zero change succeeded
-        decided |= (i >= 2) & ((ln >= target) | closed(lo, hi))  # all moves fail, or the bracket closed
+        decided |= (i >= 2) & (~(ln < target) | closed(lo, hi))  # all moves fail (or NaN), or the bracket closed
         return (i < steps) & ~decided
 
     def body(c):
