@@ -175,16 +175,18 @@ def search_flips(evaluate: Callable[[jax.Array], tuple[jax.Array, Any]], n: jax.
     def closed(lo, hi):
         return hi - lo <= jnp.maximum(1, jnp.floor(rtol * hi.astype(f32)).astype(jnp.int32))
 
+    # Loop invariants of the ITP projection: the first bracket's width and its minmax step count.
+    w0 = (n - zero_k).astype(f32)
+    n_itp = jnp.ceil(jnp.log2(jnp.maximum(w0, 1.0))).astype(jnp.int32) + N0
+
     def running(c):
-        i, lo, hi, l0, ln = c[0], c[1], c[2], c[9], c[11]
+        i, lo, hi, _, _, _, _, _, _, l0, _, ln, _, _ = c
         decided = (i >= 1) & (l0 < target)  # the zero change succeeded
         decided |= (i >= 2) & (~(ln < target) | closed(lo, hi))  # all moves fail (or NaN), or the bracket closed
         return (i < steps) & ~decided
 
     def body(c):
         i, lo, hi, f_lo, f_hi, p_lo, p_hi, last, l_hi, l0, a0, ln, an, a_hi = c
-        w0 = (n - zero_k).astype(f32)
-        n_itp = jnp.ceil(jnp.log2(jnp.maximum(w0, 1.0))).astype(jnp.int32) + N0
         if method == "itp":
             k_itp = _itp_point(lo, hi, f_lo, f_hi, p_lo, p_hi, i - 2, w0, n_itp, predict, inner)
         else:
