@@ -31,7 +31,7 @@ PHOTOS = ("tests/data/heldout/mate-backgrounds_Dune.png", "tests/data/heldout/ma
           "tests/data/heldout/ukui-wallpapers_goldfish.png", "examples/chelsea.jpg", "examples/coffee.jpg",
           "examples/astronaut.jpg")
 
-#: name -> DCTConfig options (quality, dct_method, max_steps, gradient) of the written file.
+#: name -> DCTConfig options (quality, dct_method, max_steps, gradient, candidates) of the written file.
 OPTIONS = {
     "q90-ifast-s1": dict(quality=90, dct_method="ifast", max_steps=1),
     "q90-islow-s1": dict(quality=90, dct_method="islow", max_steps=1),
@@ -46,6 +46,9 @@ OPTIONS = {
     "q95-islow-s10": dict(quality=95, dct_method="islow", max_steps=10),
     "q98-islow-s20": dict(quality=98, dct_method="islow", max_steps=20),
     "q100-islow-s40": dict(quality=100, dct_method="islow", max_steps=40),
+    "q100-islow-s40-attack": dict(quality=100, dct_method="islow", max_steps=40, candidates="attack"),
+    "q100-islow-s80-attack": dict(quality=100, dct_method="islow", max_steps=80, candidates="attack"),
+    "q95-islow-s10-attack": dict(quality=95, dct_method="islow", max_steps=10, candidates="attack"),
 }
 
 

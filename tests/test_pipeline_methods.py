@@ -32,7 +32,7 @@ def test_spatial_attack_scores_the_worst_member(method):
 
 
 def test_dct_attacks_keep_their_scores():
-    """pgd + dct attacks the plain score (the quantizer follows the set's gradient); jpeg-pgd + dct the mean
+    """pgd + dct attacks the plain score (the quantizer scales the attack until it holds); jpeg-pgd + dct the mean
     over the written file's round trips."""
     img = jnp.asarray(photos.photo("chelsea", (32, 48)), jnp.float32)
     v = {"scale": jnp.float32(1.0)}
@@ -69,3 +69,18 @@ def test_written_quality_gets_the_reach_of_five_quality_90_steps():
     assert DCTConfig().quality == 100 and DCTConfig().max_steps == 40
     assert methods.quantizer_config(Settings(quality=95, attack_options={"max_steps": 3})).max_steps == 3
     assert methods.quantizer_config(Settings(survive="imagemagick")).max_steps == 1
+
+
+def test_quantizer_direction_and_its_evaluations():
+    """Under a set the DCT candidates follow the attack (no gradient pass); ImageMagick alone keeps the
+    paper's gradient rule; the progress count per image says so (one evaluation more with a gradient)."""
+    from qcamo_jax.quantize.search import max_evaluations
+
+    shape = (64, 80)
+    n_dct, n_px = 3 * 64 * 8 * 10, 64 * 80 * 3
+    assert methods.quantizer_config(Settings()).candidates == "attack"
+    assert methods.quantizer_config(Settings(survive="imagemagick")).candidates == "gradient"
+    assert methods.quantizer_evaluations(Settings(), shape) == max_evaluations(n_dct)
+    assert methods.quantizer_evaluations(Settings(survive="imagemagick"), shape) == 1 + max_evaluations(n_dct)
+    assert methods.quantizer_evaluations(Settings(quantize="spatial"), shape) == 1 + max_evaluations(n_px)
+    assert methods.quantizer_evaluations(Settings(quantize="none"), shape) == 0

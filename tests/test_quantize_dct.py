@@ -26,20 +26,31 @@ CFG = qdct.DCTConfig(quality=90, dct_method="ifast", margin=0.1, survive=Reencod
 
 
 @pytest.fixture(scope="module")
-def setup():
+def data():
+    """Toy model, photos, targets 1 point below their clean scores and a float attack reaching them."""
     score_fn, variables = toy_model(SIZE)
     originals = photos.photos(SIZE, names=NAMES)
     clean = jax.vmap(lambda x: score_fn(variables, x))(originals.astype(jnp.float32))
     targets = np.asarray(clean) - 1.0
     adv = np.asarray(float_attack(score_fn, variables, originals, jnp.asarray(targets), overshoot=0.5))
+    return score_fn, variables, originals, adv, targets
+
+
+@pytest.fixture(scope="module", params=["attack", "gradient"])
+def setup(request, data):
+    """The core tests run with both directions: the default under a set (the attack's change) and the
+    paper's (the loss gradient, the ImageMagick setting)."""
+    cfg = CFG._replace(candidates=request.param)
+    score_fn, variables, originals, adv, targets = data
+    chex.clear_trace_counter()  # chex counts traces per source location: each direction compiles once
 
     @jax.jit
     @chex.assert_max_traces(n=1)  # every test below reuses this one compiled program
     def run(o, a, t):
-        return qdct.quantize_dct(score_fn, variables, o, a, t, CFG)
+        return qdct.quantize_dct(score_fn, variables, o, a, t, cfg)
 
     coeffs, decoded, res = run(originals, adv, targets)
-    return score_fn, variables, originals, adv, targets, CFG, coeffs, np.asarray(decoded), res, run
+    return score_fn, variables, originals, adv, targets, cfg, coeffs, np.asarray(decoded), res, run
 
 
 def test_success_within_max_steps_and_true_score(setup):
@@ -128,9 +139,9 @@ def test_one_trace_per_shape(setup):
     assert r.score.shape == (len(originals),)
 
 
-def test_bracket_candidates(setup):
+def test_bracket_candidates(data):
     """``candidates="bracket"``: every coefficient is an end of the attacked coefficient's bracket, within max_steps."""
-    score_fn, variables, originals, adv, targets, *_ = setup
+    score_fn, variables, originals, adv, targets = data
     cfg = CFG._replace(candidates="bracket")
     coeffs, decoded, res = jax.jit(lambda o, a, t: qdct.quantize_dct(score_fn, variables, o, a, t, cfg))(originals[:2], adv[:2], targets[:2])
     assert np.all(np.asarray(res.success))
@@ -148,22 +159,58 @@ def test_bracket_candidates(setup):
         np.testing.assert_array_equal(np.asarray(codec.decode(qdct.unbatch(coeffs, i))), np.asarray(decoded[i]))
 
 
-def test_quality_100_steps_stay_in_the_baseline_range(tmp_path):
-    """Issue 13 kind 1: black blocks at quality 100 have DC -1024; a step below is clipped, the file writes."""
+def test_attack_candidates_follow_the_attack(data):
+    """``candidates="attack"``: the path runs from plain JPEG through the attacked image (``lambda = 1``)
+    and beyond; the result meets the target with the true score of its exact decoding."""
+    score_fn, variables, originals, adv, targets = data
+    cfg = qdct.DCTConfig(quality=100, max_steps=40, margin=0.1, survive=ReencoderSet(), candidates="attack")
+    coeffs, decoded, res = jax.jit(lambda o, a, t: qdct.quantize_dct(score_fn, variables, o, a, t, cfg))(
+        originals, adv, targets)
+    assert np.all(np.asarray(res.success)) and np.all(np.asarray(res.flipped) > 0)
+    true = np.asarray(jax.vmap(lambda x: score_fn(variables, x))(np.asarray(decoded, np.float32)))
+    assert np.all(true < targets - cfg.margin)
+    plan_at = jax.jit(lambda o, a, lam: (lambda p: qdct.plan_candidate(p, jnp.sum(p.sorted_lam <= lam), cfg.max_steps))(
+        qdct.plan_dct(score_fn, variables, o, a, cfg)))
+    for i in range(len(originals)):
+        # lambda = 1 decodes to the attacked image as closely as a quality-100 JPEG of it does (the
+        # file's rounding of each coefficient to a step of 1).
+        one, lam = plan_at(originals[i], adv[i], 1.0)
+        assert float(lam) <= 1.0
+        attacked = np.clip(adv[i], 0, 255)
+        err = np.abs(np.asarray(codec.decode(one), np.float32) - attacked).mean()
+        ref = codec.decode(codec.encode(np.round(attacked).astype(np.uint8), 100, dct_method="islow"))
+        err_ref = np.abs(np.asarray(ref, np.float32) - attacked).mean()
+        assert err < 1.25 * err_ref, (err, err_ref)
+        # lambda = 0 is the plain file; a smaller lambda moves less of the way from it
+        half, _ = plan_at(originals[i], adv[i], 0.5)
+        d_half = np.abs(np.asarray(codec.decode(half), np.float32) - originals[i]).sum()
+        d_one = np.abs(np.asarray(codec.decode(one), np.float32) - originals[i]).sum()
+        assert d_half < d_one
+
+
+@pytest.mark.parametrize("candidates", ["gradient", "attack"])
+def test_quality_100_steps_stay_in_the_baseline_range(tmp_path, candidates):
+    """Issue 13 kind 1: black blocks at quality 100 have DC -1024; a step below is clipped, the file writes.
+
+    ``"gradient"``: a black block (plain DC -1024) moved down; ``"attack"``: a block at level 2 that the
+    attack darkens to 0, scaled far past ``lambda = 1`` (40 steps would reach DC -1048)."""
     score_fn, variables = toy_model((16, 24))
     img = photos.photo("coffee", (16, 24)).copy()
-    img[:8, :8] = 0
+    img[:8, :8] = 0 if candidates == "gradient" else 2
     img[8:, 16:] = 255
     originals = img[None]
     adv = originals.astype(np.float32) + np.random.default_rng(0).normal(0, 3, originals.shape).astype(np.float32)
+    if candidates == "attack":
+        adv[0, :8, :8] = 0.0
+    steps = 4 if candidates == "gradient" else 40
     for q in (99, 100):
-        cfg = qdct.DCTConfig(quality=q, max_steps=4, survive=ReencoderSet())
-        # the candidate with every switching point passed, each coefficient moved up to 4 steps
+        cfg = qdct.DCTConfig(quality=q, max_steps=steps, survive=ReencoderSet(), candidates=candidates)
+        # the candidate with every switching point passed, each coefficient moved up to max_steps
         plan = qdct.plan_dct(score_fn, variables, originals[0], adv[0], cfg)
         one = jax.tree.map(np.asarray, qdct.plan_candidate(plan, plan.n_active, cfg.max_steps)[0])
         for c in one.components:
             ac = np.array(c)
             ac[..., 0, 0] = 0
             assert np.abs(ac).max() <= 1023 and -1024 <= c[..., 0, 0].min() and c[..., 0, 0].max() <= 1023
-        assert one.y[0, 0, 0, 0] == -1024  # the black block's DC at q >= 99 (table entry 1)
+        assert one.y[0, 0, 0, 0] == -1024  # the dark block's DC at q >= 99 (table entry 1), clipped
         qdct.write_jpeg(tmp_path / f"{q}.jpg", one)

@@ -153,7 +153,7 @@ class AttackEngine:
         """
         images = -(-int(batch) // self._reporters) * self._reporters
         return images * (methods.attack_evaluations(self._method, self._config)
-                         + methods.quantizer_evaluations(self.settings.quantize, shape))
+                         + methods.quantizer_evaluations(self.settings, shape))
 
 
 def _reporting(score_fn, unit: Callable[[], None]):

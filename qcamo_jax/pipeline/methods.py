@@ -85,8 +85,9 @@ def attack_score_fn(score_fn, settings: Settings):
     attack must already hold after *every* member: its score is the worst (max) over the set, so that
     the budget search does not stop while one re-encoder is still above T (with the mean, a new-user
     pass saw the search stop at budget 58 with the q75 round trip 11 points above T). The DCT
-    quantizer moves coefficients along the set's own gradient, so ``pgd`` + ``dct`` keeps the paper's
-    plain attack. For ``jpeg-pgd`` + ``dct`` the attack sees the written file (its differentiable JPEG)
+    quantizer scales the attack's change until the file holds after every member (or, in the
+    ImageMagick setting, moves coefficients along the set's gradient), so ``pgd`` + ``dct`` keeps the
+    paper's plain attack. For ``jpeg-pgd`` + ``dct`` the attack sees the written file (its differentiable JPEG)
     and then the mean over the set's round trips of it.
     """
     from qcamo_jax.quantize import survival
@@ -139,13 +140,16 @@ def attack_evaluations(method: str, config) -> int:
     return 2  # fgsm: one gradient, one score
 
 
-def quantizer_evaluations(quantize: str, shape: Sequence[int]) -> int:
-    """The most model evaluations of the quantizer per image: one gradient plus the search's candidates
-    (:func:`qcamo_jax.quantize.search.max_evaluations`; the ITP search usually stops well before)."""
+def quantizer_evaluations(settings: Settings, shape: Sequence[int]) -> int:
+    """The most model evaluations of the quantizer per image: the search's candidates
+    (:func:`qcamo_jax.quantize.search.max_evaluations`; the ITP search usually stops well before), plus
+    one gradient unless the DCT quantizer's candidates follow the attack (``candidates="attack"``)."""
+    quantize = settings.quantize
     if quantize == "none":
         return 0
     from qcamo_jax.quantize.search import max_evaluations
 
     h, w = int(shape[0]), int(shape[1])
     n = h * w * 3 if quantize == "spatial" else 3 * 64 * (-(-h // 8)) * (-(-w // 8))
-    return 1 + max_evaluations(n)
+    gradient = 0 if quantize == "dct" and quantizer_config(settings).candidates == "attack" else 1
+    return gradient + max_evaluations(n)
