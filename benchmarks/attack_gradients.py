@@ -18,6 +18,7 @@ near 0); ``default`` = the embedded ``qcamo-small``.
 Usage:
   python benchmarks/attack_gradients.py --model default --size 96x128 --out results.json
   python benchmarks/attack_gradients.py --model tiny --variants paper previous_default default
+  python benchmarks/attack_gradients.py --model tiny --images tiny-test --variants paper default g15_s5_r10
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def variants():
         "g1_s5_r05": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.0, rtol=0.05),
         "g15_s5_r10": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.5, rtol=0.1),
         "g15_s4_r20": SearchConfig(pgd=PGDConfig(steps=4), first_guess=1.5, rtol=0.2),
+        "g15_s5_r15": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.5, rtol=0.15),
+        "g15_s5_r17": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.5, rtol=0.17),
+        "g15_s5_r20": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.5, rtol=0.2),
+        "g15_s4_r10": SearchConfig(pgd=PGDConfig(steps=4), first_guess=1.5, rtol=0.1),
+        "g2_s5_r10": SearchConfig(pgd=PGDConfig(steps=5), first_guess=2.0, rtol=0.1),
+        "g125_s5_r15": SearchConfig(pgd=PGDConfig(steps=5), first_guess=1.25, rtol=0.15),
     }
 
 
@@ -90,6 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="96x128")
     p.add_argument("--drop", type=float, default=10.0)
     p.add_argument("--variants", nargs="+", default=None)
+    p.add_argument("--images", choices=["crops30", "tiny-test"], default="crops30",
+                   help="crops30: the 30 crops above; tiny-test: the 20 crops 80x96 of "
+                        "tests/test_attacks_search.py's tiny KonCept512 test (--size is ignored)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -100,8 +110,16 @@ def main(argv=None) -> int:
     from qcamo_jax.models.hub import load_model
 
     h, w = (int(v) for v in args.size.split("x"))
-    raw, names = load_photos((h, w))
-    x = jnp.asarray(raw, jnp.float32)
+    if args.images == "tiny-test":
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        from test_attacks_search import _test_images
+
+        h, w = 80, 96
+        x = _test_images((h, w), 5)
+        names = [f"tiny-test-{i}" for i in range(len(x))]
+    else:
+        raw, names = load_photos((h, w))
+        x = jnp.asarray(raw, jnp.float32)
     m = load_model("tiny-random" if args.model == "tiny" else "default")
     if args.model == "tiny":
         grads = jax.jit(jax.vmap(jax.grad(m.score_one, argnums=1), in_axes=(None, 0)))(m.variables, x)
@@ -122,7 +140,8 @@ def main(argv=None) -> int:
         l2s[name], successes[name] = np.asarray(res.l2), np.asarray(res.success)
         row = {"variant": name, "success": round(float(successes[name].mean()), 3),
                "l2_mean": round(float(l2s[name].mean()), 1), "l2_median": round(float(np.median(l2s[name])), 1),
-               "grads_per_image": round(float(np.asarray(res.iterations).mean()), 1),
+               "grads_per_image": round(float(np.asarray(res.iterations).mean()), 2),
+               "missed": np.flatnonzero(~successes[name]).tolist(),
                "forwards_per_image": cfg.refine_steps if cfg.refine_steps else 0,
                "seconds_incl_compile": round(time.perf_counter() - t0, 1),
                "loadavg": round(os.getloadavg()[0], 2),

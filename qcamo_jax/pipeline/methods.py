@@ -151,5 +151,8 @@ def quantizer_evaluations(settings: Settings, shape: Sequence[int]) -> int:
 
     h, w = int(shape[0]), int(shape[1])
     n = h * w * 3 if quantize == "spatial" else 3 * 64 * (-(-h // 8)) * (-(-w // 8))
-    gradient = 0 if quantize == "dct" and quantizer_config(settings).candidates == "attack" else 1
-    return gradient + max_evaluations(n)
+    if quantize == "dct":
+        from qcamo_jax.quantize.dct import gradient_passes
+
+        return gradient_passes(quantizer_config(settings)) + max_evaluations(n)
+    return 1 + max_evaluations(n)

@@ -157,6 +157,12 @@ def reach_steps(quality: int) -> int:
     return int(np.clip(round(100.0 / max(scale, 2.5)), 1, 40))
 
 
+def gradient_passes(config: DCTConfig) -> int:
+    """Gradient evaluations of :func:`quantize_dct` per image: 0 when the candidates follow the attack
+    (``candidates="attack"``), else 1 (through every round trip of the set)."""
+    return 0 if config.candidates == "attack" else 1
+
+
 def _flat(parts) -> jax.Array:
     return jnp.concatenate([jnp.ravel(p) for p in parts])
 
@@ -331,7 +337,7 @@ def quantize_dct_one(
     l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - xo) ** 2))
     within = l2 <= limit
     result = QuantizeResult(found.loss + target, found.loss, found.success & within, lam, k, l2,
-                            found.evaluations + 1, found.aux, found.zero_ok, within)
+                            found.evaluations + gradient_passes(config), found.aux, found.zero_ok, within)
     return coeffs, decoded, result
 
 

@@ -78,7 +78,7 @@ class QuantizeResult(NamedTuple):
       flipped: how many entries moved away from the ``lambda = 0`` solution.
       l2: L2 norm of the output minus the original, in pixel units (0-255).
       evaluations: candidate outputs scored per image (each costs ``1 + E`` forward passes) plus one
-        for the gradient.
+        for the gradient (none for the DCT quantizer's ``candidates="attack"``).
       scores: float32 ``[1 + E]``: as saved, then after each unique round trip of the set, in the order
         of ``survive.emulations(kind)`` (map members with ``survive.columns(kind)``).
       already_below_target: the zero-change output (the input pixels for PNG, the plain JPEG encoding
