@@ -9,7 +9,10 @@ plus one gradient; with ``--survive`` each candidate costs ``1 + E`` forward pas
 unique round trips. How many the search needs depends on the attack: here the adversarial input is the
 original plus Gaussian noise (sigma 2 pixel units); ``benchmarks/quantize_search.py`` measures the
 count on real attacks. The reported ``model_forward_s`` (one batched forward) gives the overhead of
-the quantizer over its model evaluations.
+the quantizer over its model evaluations. The DCT quantizer timed is the paper's
+(``DCTConfig.for_imagemagick``: ``--quality``, IFAST, one step along the loss gradient) whatever the
+set: with a noise "attack" the default's direction (the attack's change, ``candidates="attack"``)
+would time a meaningless search.
 """
 
 from __future__ import annotations

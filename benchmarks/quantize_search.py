@@ -6,15 +6,17 @@ photo (the ``qcamo attack`` default attack, on the plain score, margin 1) is sha
 then the DCT quantizer (default written file, ``--survive`` set, margin 1) runs once per search variant:
 
 * ``bisection``: the midpoint each step down to adjacent candidates (``search="bisection"``,
-  ``search_rtol=0``): the search before issue 14, same candidates;
-* ``itp-exact``: the ITP search down to adjacent candidates (``search_rtol=0``);
-* ``itp``: the default (ITP, ``search_rtol = 1/256``, candidates along the attack's change);
-* ``itp-gradient``: the same search with the paper's candidates (one step along the set's gradient).
+  ``search_rtol=0``): the search before issue 14, with the paper's candidates (one step along the
+  set's gradient, ``candidates="gradient"``);
+* ``itp-exact``: the ITP search down to adjacent candidates (``search_rtol=0``), same candidates;
+* ``itp-gradient``: the ITP search (``search_rtol = 1/256``), same candidates (the default before the
+  attack's direction; named ``itp`` in ``results-cpu-quantize-search.json``);
+* ``itp``: today's default (ITP, candidates along the attack's change).
 
 Each output is written as the pipeline writes it and re-encoded by the REAL library of every member
 of the set (:func:`qcamo_jax.evaluate.score_survival`). One JSON object: per variant, mean and max
 candidates per image, forward passes per image (``candidates * (1 + E)``, plus the gradient's ``1 + E``
-passes where the candidates need one), success under the real libraries, mean PSNR and its per-photo difference to ``bisection``,
+passes where the candidates need one), success under the real libraries, mean PSNR and its per-photo difference to the first variant named,
 and the quantizer's wall time (compilation apart: the first batch is timed twice).
 
     python benchmarks/quantize_search.py --json benchmarks/results-cpu-quantize-search.json
@@ -40,10 +42,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 #: variant -> DCTConfig search options.
 VARIANTS = {
-    "bisection": dict(search="bisection", search_rtol=0.0),
-    "itp-exact": dict(search="itp", search_rtol=0.0),
-    "itp": dict(),
+    "bisection": dict(search="bisection", search_rtol=0.0, candidates="gradient"),
+    "itp-exact": dict(search="itp", search_rtol=0.0, candidates="gradient"),
     "itp-gradient": dict(candidates="gradient"),
+    "itp": dict(),
 }
 
 
@@ -130,9 +132,8 @@ def main(argv=None) -> int:
     psnr_ref = None
     for name in args.variants:
         cfg = base._replace(**VARIANTS[name])
-        grads = qdct.gradient_passes(cfg)
         fn = jax.jit(lambda v, o, a, t: qdct.quantize_dct(model.score_one, v, o, a, t, cfg))
-        evals, psnr, paths, seconds, compile_s = [], [], [], 0.0, 0.0
+        evals, grads, psnr, paths, seconds, compile_s = [], [], [], [], 0.0, 0.0
         for s in range(0, len(batch_images), b):
             args_s = (model.variables, batch_images[s:s + b], adv[s:s + b], targets[s:s + b])
             if s == 0:  # compile apart
@@ -146,14 +147,16 @@ def main(argv=None) -> int:
             for i in range(min(b, n - s)):
                 paths.append(work / f"{name}_{s + i}.jpg")
                 qdct.write_jpeg(paths[-1], qdct.unbatch(coeffs, i))
-                evals.append(int(np.asarray(res.evaluations)[i]) - grads)  # candidates (minus the gradient)
+                evals.append(int(np.asarray(res.evaluations)[i]) - int(np.asarray(res.gradients)[i]))  # candidates
+                grads.append(int(np.asarray(res.gradients)[i]))
                 psnr.append(float(metrics.psnr_one(np.asarray(decoded)[i], batch_images[s + i])))
         real = evaluate.score_survival(paths, survive, score, targets[:n])
         evals_a, psnr_a = np.asarray(evals), np.asarray(psnr)
         row = {
             "candidates_mean": float(evals_a.mean()), "candidates_max": int(evals_a.max()),
             "candidates": evals,
-            "forward_passes_mean": float(evals_a.mean() * (1 + e) + grads * (1 + e)),
+            "forward_passes_mean": float((evals_a.mean() + np.mean(grads)) * (1 + e)),
+            "gradients_mean": float(np.mean(grads)),
             "candidates_rule": cfg.candidates,
             "success_real": float(np.mean([r.success for r in real])),
             "mean_psnr": float(psnr_a.mean()), "psnr": psnr_a.round(3).tolist(),

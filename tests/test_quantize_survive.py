@@ -44,10 +44,13 @@ def setup():
     return score_fn, variables, originals, adv, targets, scorer
 
 
-@pytest.fixture(scope="module")
-def dct_run(setup):
+@pytest.fixture(scope="module", params=["attack", "gradient"])
+def dct_run(setup, request):
+    """The quantizer under ``common`` with the default direction (the attack's change) and with the
+    paper's (the set's gradient): both checked against the real libraries."""
     score_fn, variables, *_ = setup
-    cfg = qdct.DCTConfig(margin=0.1, survive=COMMON)
+    cfg = qdct.DCTConfig(margin=0.1, survive=COMMON, candidates=request.param)
+    chex.clear_trace_counter()  # chex counts traces per source location: each direction compiles once
 
     @jax.jit
     @chex.assert_max_traces(n=1)

@@ -141,9 +141,10 @@ def attack_evaluations(method: str, config) -> int:
 
 
 def quantizer_evaluations(settings: Settings, shape: Sequence[int]) -> int:
-    """The most model evaluations of the quantizer per image: the search's candidates
-    (:func:`qcamo_jax.quantize.search.max_evaluations`; the ITP search usually stops well before), plus
-    one gradient unless the DCT quantizer's candidates follow the attack (``candidates="attack"``)."""
+    """The most model evaluations of the quantizer per image: one gradient plus the search's candidates
+    (:func:`qcamo_jax.quantize.search.max_evaluations`; the ITP search usually stops well before). The
+    DCT quantizer's ``candidates="attack"`` (the default under a set) skips the gradient unless the
+    attack left the image unchanged (``QuantizeResult.gradients``)."""
     quantize = settings.quantize
     if quantize == "none":
         return 0
@@ -151,8 +152,4 @@ def quantizer_evaluations(settings: Settings, shape: Sequence[int]) -> int:
 
     h, w = int(shape[0]), int(shape[1])
     n = h * w * 3 if quantize == "spatial" else 3 * 64 * (-(-h // 8)) * (-(-w // 8))
-    if quantize == "dct":
-        from qcamo_jax.quantize.dct import gradient_passes
-
-        return gradient_passes(quantizer_config(settings)) + max_evaluations(n)
     return 1 + max_evaluations(n)

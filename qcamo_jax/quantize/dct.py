@@ -16,13 +16,15 @@ file's own quality, DCT and sampling are free parameters (:class:`DCTConfig`).
 
 The direction (``DCTConfig.candidates``). The paper moves each coefficient against ``g``, the gradient
 of the loss at the attacked image (``"gradient"``; under a set, the gradient of the mean or worst of
-the differentiable round trips). Under a set the default is ``"attack"``: the same rule with
+the differentiable round trips; :meth:`DCTConfig.for_imagemagick`, the paper's setting, keeps it). The
+default of :class:`DCTConfig` is ``"attack"``: the same rule with
 ``g = -2 u``, ``u`` the attack's own change of the coefficients, so the candidates are the attack
 scaled by ``lambda`` (``z_j = round((c_j + lambda u_j) / Delta_j)``; ``lambda = 1`` is the attacked
 image) and the search finds the smallest scaling that holds after every member. The attack's many
 steps find a far shorter way down than one linear step along a gradient: on photos at 384x512,
 ``common``, it gave 3.3-3.4 dB more PSNR at T = 30 and T = 50 at the same real-library success
-(docs/quantize.md, "Direction"), and it needs no gradient pass through the set.
+(docs/quantize.md, "Direction"), and it needs no gradient pass through the set (except for an image
+the attack left unchanged: the gradient is then the only direction there is).
 
 The method. The image will be judged after a JPEG encoder at quality Q (the MediaEval setting:
 ImageMagick ``-quality 90``: 4:4:4, IFAST DCT). So we write a JPEG ourselves, at Q, with coefficients
@@ -79,9 +81,10 @@ class DCTConfig(NamedTuple):
     with the real libraries (docs/quantize.md, "The written file" and "Reach"): at quality 100 the
     plain file is nearly lossless, so the only distortion is the adversarial change itself, and 40
     unit steps reach as far as 5 steps of the quality-90 tables (:func:`reach_steps`). On 5 photos at
-    384x512, T = 50, ``common``: every one below T after every member, mean PSNR 38.0 dB against 36.4
-    at quality 90 with 5 steps (one photo of the 5 lost 2 dB, the others gained 1.6-3.8 dB). The
-    file is larger than a quality-90 JPEG (every coefficient kept at step 1).
+    384x512, T = 50, ``common``, with the gradient rule: every one below T after every member, mean
+    PSNR 38.0 dB against 36.4 at quality 90 with 5 steps (one photo of the 5 lost 2 dB, the others
+    gained 1.6-3.8 dB); the attack's direction added 3.3-3.4 dB ("Direction"). The file is larger
+    than a quality-90 JPEG (every coefficient kept at step 1).
 
     Attributes:
       quality: JPEG quality factor of the written file (its IJG quantization tables).
@@ -157,12 +160,6 @@ def reach_steps(quality: int) -> int:
     return int(np.clip(round(100.0 / max(scale, 2.5)), 1, 40))
 
 
-def gradient_passes(config: DCTConfig) -> int:
-    """Gradient evaluations of :func:`quantize_dct` per image: 0 when the candidates follow the attack
-    (``candidates="attack"``), else 1 (through every round trip of the set)."""
-    return 0 if config.candidates == "attack" else 1
-
-
 def _flat(parts) -> jax.Array:
     return jnp.concatenate([jnp.ravel(p) for p in parts])
 
@@ -180,14 +177,17 @@ class DCTPlan(NamedTuple):
 
     Attributes:
       plain: :class:`~qcamo_jax.jpeg.codec.JpegCoefficients` the target encoder writes for the original.
-      z0: int32 ``[N]`` the ``lambda = 0`` integers, flattened (plain JPEG for ``"gradient"``).
+      z0: int32 ``[N]`` the ``lambda = 0`` integers, flattened (plain JPEG for ``"gradient"`` and
+        ``"attack"``).
       r: float32 ``[N]`` ``c / Delta - z0``: where the unquantized coefficient sits in its bin.
       delta: float32 ``[N]`` quantization step (DCT units).
-      direction: int32 ``[N]`` ``-sign(g)``: the step that lowers the first-order loss.
+      direction: int32 ``[N]`` ``-sign(g)``: the step each coefficient takes (``g``: the loss gradient,
+        or ``-2 u Delta / step`` for ``"attack"``).
       abs_g: float32 ``[N]`` ``|g|`` (1 where ``g = 0``).
       rank: int32 ``[N]`` order of each coefficient's switching point.
       sorted_lam: float32 ``[N]`` switching points, ascending (``inf`` where ``g = 0``).
-      n_active: int32, coefficients with a non-zero gradient.
+      n_active: int32, coefficients with a non-zero ``g``.
+      gradients: int32, gradient passes the plan made (0 or 1).
     """
 
     plain: codec.JpegCoefficients
@@ -199,6 +199,7 @@ class DCTPlan(NamedTuple):
     rank: jax.Array
     sorted_lam: jax.Array
     n_active: jax.Array
+    gradients: jax.Array
 
 
 def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Array, adversarial: jax.Array,
@@ -221,15 +222,24 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
     delta = _flat([jnp.broadcast_to(q, c.shape) for q, c in zip(plain.tables, plain.components)]).astype(jnp.float32)
     ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adversarial, jnp.float32), 0.0, 255.0), subsampling=sub)
     u = _flat(ca) - _flat(codec.forward_dct_float(jnp.asarray(original, jnp.float32), subsampling=sub))
+    def loss_gradient():
+        # Gradient of the loss with respect to the DCT values (DCT units) at the attacked image.
+        return _flat(jax.grad(lambda c: survival.smooth_score(
+            score_fn, variables, codec.decode_float(c, height=h, width=w, subsampling=sub), emus, config.gradient))(ca))
+
     if config.candidates == "attack":
         # The attack's own change as the direction: z = round(c / Delta + lambda u / Delta), i.e. the
-        # gradient rule with g = -2 u (lambda = 1 is the attacked image, in this DCT's units).
-        g = -2.0 * u * delta / _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])
+        # gradient rule with g = -2 u (lambda = 1 is the attacked image, in this DCT's units). An attack
+        # that did not move (the image already met T - margin on the score it attacked) gives no
+        # direction, while a re-encoder may still lift the file above T: the loss gradient then. Run
+        # image by image (lax.map) only that image pays for it; under vmap XLA computes both branches.
+        step = _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])
+        moved = jnp.any(u != 0)
+        g = jax.lax.cond(moved, lambda: -2.0 * u * delta / step, loss_gradient)
+        gradients = jnp.where(moved, 0, 1).astype(jnp.int32)
     else:
-        # Gradient of the loss with respect to the DCT values (DCT units) at the attacked image.
-        grad = jax.grad(lambda c: survival.smooth_score(
-            score_fn, variables, codec.decode_float(c, height=h, width=w, subsampling=sub), emus, config.gradient))(ca)
-        g = _flat(grad)
+        g = loss_gradient()
+        gradients = jnp.int32(1)
     abs_g = jnp.where(g != 0, jnp.abs(g), 1.0)
     if config.candidates in ("gradient", "attack"):
         s = -jnp.sign(g)
@@ -255,7 +265,8 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
         r = jnp.zeros_like(r)  # one step at most: the step count formula below then always gives 1
     order = jnp.argsort(lam_j)
     rank = jnp.empty_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return DCTPlan(plain, base, r, delta, s.astype(jnp.int32), abs_g, rank, lam_j[order], jnp.sum(active, dtype=jnp.int32))
+    return DCTPlan(plain, base, r, delta, s.astype(jnp.int32), abs_g, rank, lam_j[order], jnp.sum(active, dtype=jnp.int32),
+                   gradients)
 
 
 def _steps(plan: DCTPlan, k: jax.Array, max_steps: int):
@@ -312,7 +323,7 @@ def quantize_dct_one(
     steps = 1 if config.candidates == "bracket" else config.max_steps
     xo = original.astype(jnp.float32)
 
-    # With "gradient" candidates k = 0 is the plain JPEG; with "bracket" the plain JPEG is k = -1.
+    # With "gradient" and "attack" candidates k = 0 is the plain JPEG; with "bracket" it is k = -1.
     zero = -1 if config.candidates == "bracket" else 0
 
     def candidate(k):
@@ -337,7 +348,7 @@ def quantize_dct_one(
     l2 = jnp.sqrt(jnp.sum((decoded.astype(jnp.float32) - xo) ** 2))
     within = l2 <= limit
     result = QuantizeResult(found.loss + target, found.loss, found.success & within, lam, k, l2,
-                            found.evaluations + gradient_passes(config), found.aux, found.zero_ok, within)
+                            found.evaluations + plan.gradients, found.aux, found.zero_ok, within, plan.gradients)
     return coeffs, decoded, result
 
 
@@ -351,7 +362,9 @@ def quantize_dct(
       score_fn: ``score_fn(variables, image float [H, W, 3] pixels) -> scalar``.
       variables: model variables.
       originals: ``uint8 [B, H, W, 3]``.
-      adversarial: float ``[B, H, W, 3]`` pixels (the attack; only its loss gradient is used).
+      adversarial: float ``[B, H, W, 3]`` pixels (the attack: its change of the coefficients is the
+        direction for ``"attack"``, its loss gradient for ``"gradient"``, its coefficients' brackets for
+        ``"bracket"``).
       targets: ``float32 [B]`` target scores.
       config: :class:`DCTConfig` (static).
 

@@ -77,13 +77,15 @@ class QuantizeResult(NamedTuple):
       lam: the lambda chosen by the search (0 means the smallest perturbation was enough).
       flipped: how many entries moved away from the ``lambda = 0`` solution.
       l2: L2 norm of the output minus the original, in pixel units (0-255).
-      evaluations: candidate outputs scored per image (each costs ``1 + E`` forward passes) plus one
-        for the gradient (none for the DCT quantizer's ``candidates="attack"``).
+      evaluations: candidate outputs scored per image (each costs ``1 + E`` forward passes) plus the
+        gradient passes (``gradients``).
       scores: float32 ``[1 + E]``: as saved, then after each unique round trip of the set, in the order
         of ``survive.emulations(kind)`` (map members with ``survive.columns(kind)``).
       already_below_target: the zero-change output (the input pixels for PNG, the plain JPEG encoding
         for the DCT quantizer) already met the target under the whole set; it is the output.
       within_limit: the output's distortion is within ``max_l2`` / ``min_psnr``.
+      gradients: int32, gradient passes through the model (and every round trip of the set): 1, or 0
+        for the DCT quantizer's ``candidates="attack"`` when the attack moved the image.
     """
 
     score: jax.Array
@@ -96,6 +98,7 @@ class QuantizeResult(NamedTuple):
     scores: jax.Array
     already_below_target: jax.Array
     within_limit: jax.Array
+    gradients: jax.Array
 
 
 def check_common(margin: float, survive, gradient: str) -> reencoders.ReencoderSet:
@@ -171,7 +174,7 @@ def quantize_spatial_one(
     within = l2 <= limit
     # evaluations: candidates scored plus one gradient
     result = QuantizeResult(found.loss + target, found.loss, found.success & within, lam, k, l2,
-                            found.evaluations + 1, found.aux, found.zero_ok, within)
+                            found.evaluations + 1, found.aux, found.zero_ok, within, jnp.int32(1))
     return out.astype(jnp.uint8), result
 
 
