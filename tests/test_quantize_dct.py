@@ -216,6 +216,46 @@ def test_attack_candidates_fall_back_to_the_gradient_when_the_attack_did_not_mov
     assert not np.any(np.asarray(res.already_below_target))  # the plain file alone misses the target
 
 
+def _counting_backward(score_fn, calls):
+    """``score_fn`` whose backward pass appends to ``calls`` when the compiled program runs it."""
+
+    @jax.custom_vjp
+    def f(v, x):
+        return score_fn(v, x)
+
+    def fwd(v, x):
+        return jax.vjp(score_fn, v, x)
+
+    def bwd(vjp, ct):
+        jax.debug.callback(lambda: calls.append(1))
+        return vjp(ct)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def test_attack_candidates_compute_no_gradient_image_by_image(data):
+    """The CPU engine quantizes one image at a time: there the attack's direction runs no backward pass
+    unless the attack left the image unchanged (a batch runs both branches of the fallback)."""
+    score_fn, variables, originals, adv, targets = data
+    cfg = qdct.DCTConfig(quality=100, max_steps=40, margin=0.1, survive=ReencoderSet(), candidates="attack")
+    calls = []
+    counted = _counting_backward(score_fn, calls)
+    run = jax.jit(lambda o, a, t: qdct.quantize_dct(counted, variables, o, a, t, cfg))
+    _, _, res = jax.block_until_ready(run(originals[:1], adv[:1], targets[:1]))
+    jax.effects_barrier()
+    assert bool(res.success[0]) and int(res.gradients[0]) == 0 and calls == []
+    _, _, res = jax.block_until_ready(run(originals[:1], originals[:1].astype(np.float32), targets[:1]))
+    jax.effects_barrier()
+    assert int(res.gradients[0]) == 1 and len(calls) >= 1
+    grad_cfg = cfg._replace(candidates="gradient")
+    calls.clear()
+    jax.block_until_ready(jax.jit(lambda o, a, t: qdct.quantize_dct(counted, variables, o, a, t, grad_cfg))(
+        originals[:1], adv[:1], targets[:1]))
+    jax.effects_barrier()
+    assert len(calls) >= 1  # the counter does see the gradient rule's backward pass
+
+
 @pytest.mark.parametrize("candidates", ["gradient", "attack"])
 def test_quality_100_steps_stay_in_the_baseline_range(tmp_path, candidates):
     """Issue 13 kind 1: black blocks at quality 100 have DC -1024; a step below is clipped, the file writes.

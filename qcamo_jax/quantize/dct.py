@@ -232,7 +232,8 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
         # gradient rule with g = -2 u (lambda = 1 is the attacked image, in this DCT's units). An attack
         # that did not move (the image already met T - margin on the score it attacked) gives no
         # direction, while a re-encoder may still lift the file above T: the loss gradient then. Run
-        # image by image (lax.map) only that image pays for it; under vmap XLA computes both branches.
+        # image by image (batch of one, quantize_dct) only that image pays for it; under vmap (a
+        # batch) XLA computes both branches.
         step = _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])
         moved = jnp.any(u != 0)
         g = jax.lax.cond(moved, lambda: -2.0 * u * delta / step, loss_gradient)
@@ -356,7 +357,8 @@ def quantize_dct(
     score_fn: ScoreFn, variables: Mapping[str, Any], originals: jax.Array, adversarial: jax.Array, targets: jax.Array,
     config: DCTConfig = DCTConfig(),
 ):
-    """Batched DCT-domain quantizer (vmap of :func:`quantize_dct_one`); jit it at the call site.
+    """Batched DCT-domain quantizer (vmap of :func:`quantize_dct_one`; a batch of one runs unbatched, so
+    that the attack direction's gradient fallback is computed only when taken); jit it at the call site.
 
     Args:
       score_fn: ``score_fn(variables, image float [H, W, 3] pixels) -> scalar``.
@@ -375,7 +377,12 @@ def quantize_dct(
     """
     one = lambda o, a, t: quantize_dct_one(score_fn, variables, o, a, t, config)
     t = jnp.broadcast_to(jnp.asarray(targets, jnp.float32), originals.shape[:1])
-    return jax.vmap(one)(originals, jnp.asarray(adversarial, jnp.float32), t)
+    adversarial = jnp.asarray(adversarial, jnp.float32)
+    if originals.shape[0] == 1:
+        # A batch of one (the CPU engine's lax.map) runs unbatched: under vmap the attack direction's
+        # fallback (lax.cond, plan_dct) would become a select that computes the gradient every time.
+        return jax.tree.map(lambda x: x[None], one(originals[0], adversarial[0], t[0]))
+    return jax.vmap(one)(originals, adversarial, t)
 
 
 def unbatch(coeffs: codec.JpegCoefficients, i: int) -> codec.JpegCoefficients:
