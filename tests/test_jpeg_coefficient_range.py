@@ -87,7 +87,7 @@ def test_every_candidate_within_range_and_written_exactly(subsampling, tmp_path)
         delta = jnp.concatenate([jnp.ravel(jnp.broadcast_to(q, c.shape)) for q, c in zip(plain.tables, plain.components)])
         outward = jnp.where(z0 < 0, -1, 1).astype(jnp.int32)
         plan = qdct.DCTPlan(plain, z0, jnp.full(n, 0.49), delta.astype(jnp.float32), outward, jnp.ones(n),
-                            jnp.arange(n, dtype=jnp.int32), jnp.zeros(n), jnp.int32(n))
+                            jnp.arange(n, dtype=jnp.int32), jnp.zeros(n), jnp.int32(n), jnp.int32(0))
         coeffs, _ = qdct.plan_candidate(plan, jnp.int32(n), max_steps=3)
         return coeffs, z0 + 3 * outward
 

@@ -378,9 +378,7 @@ def quantize_dct(
     one = lambda o, a, t: quantize_dct_one(score_fn, variables, o, a, t, config)
     t = jnp.broadcast_to(jnp.asarray(targets, jnp.float32), originals.shape[:1])
     adversarial = jnp.asarray(adversarial, jnp.float32)
-    if originals.shape[0] == 1:
-        # A batch of one (the CPU engine's lax.map) runs unbatched: under vmap the attack direction's
-        # fallback (lax.cond, plan_dct) would become a select that computes the gradient every time.
+    if originals.shape[0] == 1:  # the CPU engine's lax.map: unbatched, so plan_dct's lax.cond stays a branch
         return jax.tree.map(lambda x: x[None], one(originals[0], adversarial[0], t[0]))
     return jax.vmap(one)(originals, adversarial, t)
 
