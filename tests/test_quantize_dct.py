@@ -139,6 +139,17 @@ def test_one_trace_per_shape(setup):
     assert r.score.shape == (len(originals),)
 
 
+def _in_encoder_steps(original, adversarial, quality, dct_method):
+    """Per component ``(z0, c / Delta, (c + u) / Delta)`` as numpy: the plain file's integers and where
+    the original's and the attacked image's coefficients lie, in the steps of the file's encoder."""
+    plain = codec.encode(original, quality, dct_method=dct_method)
+    fwd = codec.forward_dct(original, quality, dct_method=dct_method)
+    ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adversarial, jnp.float32), 0, 255))
+    c0 = codec.forward_dct_float(jnp.asarray(original, jnp.float32))
+    return [(np.asarray(zp), np.asarray(r), np.asarray(r) + (np.asarray(a) - np.asarray(o)) / np.asarray(st))
+            for zp, r, st, a, o in zip(plain.components, fwd.ratio, fwd.step, ca, c0)]
+
+
 def test_bracket_candidates(data):
     """``candidates="bracket"``: every coefficient is an end of the attacked coefficient's bracket, within max_steps."""
     score_fn, variables, originals, adv, targets = data
@@ -146,15 +157,10 @@ def test_bracket_candidates(data):
     coeffs, decoded, res = jax.jit(lambda o, a, t: qdct.quantize_dct(score_fn, variables, o, a, t, cfg))(originals[:2], adv[:2], targets[:2])
     assert np.all(np.asarray(res.success))
     for i in range(2):
-        plain = codec.encode(originals[i], 90, dct_method="ifast")
-        fwd = codec.forward_dct(originals[i], 90, dct_method="ifast")
-        ca = codec.forward_dct_float(jnp.asarray(adv[i], jnp.float32))
-        c0 = codec.forward_dct_float(jnp.asarray(originals[i], jnp.float32))
-        for z, zp, r, st, a_, o_ in zip(qdct.unbatch(coeffs, i).components, plain.components, fwd.ratio, fwd.step, ca, c0):
-            a = np.asarray(r) + (np.asarray(a_) - np.asarray(o_)) / np.asarray(st)
+        for z, (zp, _, a) in zip(qdct.unbatch(coeffs, i).components, _in_encoder_steps(originals[i], adv[i], 90, "ifast")):
             m = cfg.max_steps
-            lo = np.clip(np.floor(a), np.asarray(zp) - m, np.asarray(zp) + m)
-            hi = np.clip(np.floor(a) + 1, np.asarray(zp) - m, np.asarray(zp) + m)
+            lo = np.clip(np.floor(a), zp - m, zp + m)
+            hi = np.clip(np.floor(a) + 1, zp - m, zp + m)
             assert np.all((z == lo) | (z == hi))
         np.testing.assert_array_equal(np.asarray(codec.decode(qdct.unbatch(coeffs, i))), np.asarray(decoded[i]))
 
@@ -179,19 +185,13 @@ def test_attack_candidates_follow_the_attack(data, quality, dct_method):
     for i in range(len(originals)):
         one, lam = plan_at(originals[i], adv[i], 1.0)
         assert float(lam) <= 1.0
-        plain = codec.encode(originals[i], quality, dct_method=dct_method)
-        fwd = codec.forward_dct(originals[i], quality, dct_method=dct_method)
-        ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adv[i], jnp.float32), 0, 255))
-        c0 = codec.forward_dct_float(jnp.asarray(originals[i], jnp.float32))
         moved = 0
-        for z, zp, r, st, a_, o_ in zip(one.components, plain.components, fwd.ratio, fwd.step, ca, c0):
-            # where the attacked image's coefficient lies, in the steps of the file's encoder
-            a = np.asarray(r) + (np.asarray(a_) - np.asarray(o_)) / np.asarray(st)
-            z, zp = np.asarray(z), np.asarray(zp)
+        for z, (zp, r, a) in zip(one.components, _in_encoder_steps(originals[i], adv[i], quality, dct_method)):
+            z = np.asarray(z)
             inside = np.abs(a - zp) <= cfg.max_steps
             # the candidate is taken at the last switching point below 1: the remaining (1 - lambda) of
             # the attack is all a coefficient may still lack
-            tol = 0.5 + (1.0 - float(lam)) * np.abs(a - np.asarray(r)) + 1e-3
+            tol = 0.5 + (1.0 - float(lam)) * np.abs(a - r) + 1e-3
             assert np.all((np.abs(z - a) <= tol)[inside]), (np.abs(z - a) - tol)[inside].max()
             moved += int((z != zp).sum())
         assert moved > 0

@@ -220,8 +220,10 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
     z0 = _flat(plain.components)
     r = _flat(fwd.ratio) - z0.astype(jnp.float32)
     delta = _flat([jnp.broadcast_to(q, c.shape) for q, c in zip(plain.tables, plain.components)]).astype(jnp.float32)
+    step = _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])  # u's DCT units per step
     ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adversarial, jnp.float32), 0.0, 255.0), subsampling=sub)
     u = _flat(ca) - _flat(codec.forward_dct_float(jnp.asarray(original, jnp.float32), subsampling=sub))
+
     def loss_gradient():
         # Gradient of the loss with respect to the DCT values (DCT units) at the attacked image.
         return _flat(jax.grad(lambda c: survival.smooth_score(
@@ -234,7 +236,6 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
         # direction, while a re-encoder may still lift the file above T: the loss gradient then. Run
         # image by image (batch of one, quantize_dct) only that image pays for it; under vmap (a
         # batch) XLA computes both branches.
-        step = _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])
         moved = jnp.any(u != 0)
         g = jax.lax.cond(moved, lambda: -2.0 * u * delta / step, loss_gradient)
         gradients = jnp.where(moved, 0, 1).astype(jnp.int32)
@@ -249,7 +250,6 @@ def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Arra
         base = z0
     else:
         # Bracket of the attacked coefficient, in the encoder's step units, clamped around plain JPEG.
-        step = _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])
         a = _flat(fwd.ratio) + u / step
         lo = jnp.clip(jnp.floor(a), z0 - config.max_steps, z0 + config.max_steps)
         hi = jnp.clip(jnp.floor(a) + 1, z0 - config.max_steps, z0 + config.max_steps)
