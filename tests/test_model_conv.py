@@ -18,6 +18,9 @@ NHWC_HWIO = conv.NHWC_HWIO
     ((2, 2), "SAME", (1, 1), (1, 7)),
     ((1, 1), ((3, 3), (0, 0)), (1, 1), (7, 1)),
     ((1, 1), "SAME", (2, 2), (3, 3)),
+    ((1, 1), "VALID", (1, 1), (3, 3)),   # unpadded stride 1: computed with one padded column, cropped
+    ((1, 1), ((0, 0), (0, 0)), (2, 2), (3, 1)),
+    ((1, 1), "SAME", (1, 1), (1, 1)),    # pointwise: a dot_general
 ])
 def test_values_and_gradients_equal_lax(strides, padding, dilation, kernel):
     rng = np.random.default_rng(0)
@@ -60,3 +63,27 @@ def test_gradient_inside_a_loop_compiles_to_canonical_convolutions():
     labels = _loop_convolution_kernel_orders(init_random("koncept512", {"variant": "keras", "size": "tiny"}))
     assert labels, "no convolution found in the compiled program"
     assert all(lab == "b01f_01io->b01f" for lab in labels), sorted(set(labels))
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID", ((0, 0), (0, 0))])
+def test_pointwise_convolutions_are_products_with_the_same_values_and_gradients(padding):
+    """1x1 / stride 1 runs as dot_general on CPU: no convolution left in the program, lax's values and gradients."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 9, 7, 6)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(1, 1, 6, 4)), jnp.float32)
+    cot = jnp.asarray(rng.normal(size=(2, 9, 7, 4)), jnp.float32)
+
+    def loss(fn):
+        return lambda x, k: jnp.vdot(fn(x, k, (1, 1), padding, dimension_numbers=NHWC_HWIO, precision="highest"), cot)
+
+    ref = jax.value_and_grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, k)
+    ours_fn = jax.jit(jax.value_and_grad(loss(conv.conv_general_dilated), argnums=(0, 1)))
+    ours = ours_fn(x, k)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-6)
+    for a, b in zip(ours[1], ref[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    text = ours_fn.lower(x, k).as_text()
+    assert "convolution" not in text and "dot_general" in text
+    # Strided or padded 1x1 convolutions stay convolutions.
+    strided = jax.jit(lambda x, k: conv.conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=NHWC_HWIO))
+    assert "convolution" in strided.lower(x, k).as_text()

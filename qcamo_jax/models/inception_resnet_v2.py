@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qcamo_jax.models import conv
+from qcamo_jax.models import conv, pool
 
 #: Batch-norm epsilon of every backbone batch norm (Keras default, "value found in tensorflow" in Cadene's).
 BN_EPSILON = 1e-3
@@ -84,7 +84,7 @@ class ConvBN(nn.Module):
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return pool.max_pool(x, 3, 2)  # = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"), faster gradient on CPU
 
 
 class Mixed5b(nn.Module):
