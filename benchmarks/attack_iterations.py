@@ -70,7 +70,8 @@ def main(argv=None) -> int:
         warm_values = {"on": [True], "off": [False], "both": [False, True]}[args.warm]
         for steps, warm in ((int(s), wv) for s in steps_list.split(",") for wv in warm_values):
             cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps, schedule=schedule), refine_steps=args.refine,
-                                       warm_start=warm, first_guess=0.0, rtol=0.0)  # the search before issue 14
+                                       warm_start=warm, first_guess=0.0, rtol=0.0,
+                                       budget="bisection")  # the search before issue 14
             run = attacks.make_attack(score, "search", cfg)
             t0 = time.perf_counter()
             adv, res = run(m.variables, x, targets, None)

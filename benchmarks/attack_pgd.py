@@ -164,9 +164,9 @@ def main(argv=None) -> int:
 
     # The PyTorch mirror implements the paper's plain variant: constant steps, every try from the
     # original, no refinement; configure the JAX attack identically.
-    cfg = attacks.SearchConfig(
+    cfg = attacks.SearchConfig.paper(
         pgd=attacks.PGDConfig(steps=args.steps, early_stop=False, schedule="constant"), eps_max=args.eps_max,
-        bisection_steps=args.tries, refine_steps=0, warm_start=False, first_guess=0.0, rtol=0.0)
+        bisection_steps=args.tries)
     run = attacks.make_attack(jmodel.score_one, "search", cfg)
     xj, tj = jnp.asarray(x), jnp.asarray(targets)
     t0 = time.perf_counter()

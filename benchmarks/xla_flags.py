@@ -85,9 +85,8 @@ def worker(args) -> int:
         g_c = jax.jit(jax.value_and_grad(total, argnums=1)).lower(model.variables, xj).compile()
         compile_s = {"grad": round(time.perf_counter() - t0, 2)}
         tj = jnp.asarray(np.asarray(jax.jit(model.apply)(model.variables, xj)) - args.drop, jnp.float32)
-        cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=args.steps, early_stop=False, schedule="constant"),
-                                   bisection_steps=args.tries, refine_steps=0, warm_start=False,
-                                   first_guess=0.0, rtol=0.0)
+        cfg = attacks.SearchConfig.paper(pgd=attacks.PGDConfig(steps=args.steps, early_stop=False, schedule="constant"),
+                                         bisection_steps=args.tries)
         t0 = time.perf_counter()
         a_c = attacks.make_attack(model.score_one, "search", cfg).lower(model.variables, xj, tj, None).compile()
         compile_s["attack"] = round(time.perf_counter() - t0, 2)

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     clean = score(list(originals))
     targets = np.minimum(args.target, clean - args.drop).astype(np.float32)
     print(f"clean {np.round(clean, 1).tolist()} targets {np.round(targets, 1).tolist()}", file=sys.stderr)
-    search = SearchConfig(pgd=PGDConfig(steps=10, margin=args.attack_margin), bisection_steps=5)
+    search = SearchConfig.thorough(pgd=PGDConfig(steps=10, margin=args.attack_margin), bisection_steps=5)
     attack_score = model.score_one
     if args.attack_survive:
         from qcamo_jax.quantize import survival

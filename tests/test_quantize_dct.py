@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from counting import counting_backward
 import photos
 from qcamo_jax.jpeg import codec
 from qcamo_jax.jpeg.reencoders import ReencoderSet
@@ -216,31 +217,13 @@ def test_attack_candidates_fall_back_to_the_gradient_when_the_attack_did_not_mov
     assert not np.any(np.asarray(res.already_below_target))  # the plain file alone misses the target
 
 
-def _counting_backward(score_fn, calls):
-    """``score_fn`` whose backward pass appends to ``calls`` when the compiled program runs it."""
-
-    @jax.custom_vjp
-    def f(v, x):
-        return score_fn(v, x)
-
-    def fwd(v, x):
-        return jax.vjp(score_fn, v, x)
-
-    def bwd(vjp, ct):
-        jax.debug.callback(lambda: calls.append(1))
-        return vjp(ct)
-
-    f.defvjp(fwd, bwd)
-    return f
-
-
 def test_attack_candidates_compute_no_gradient_image_by_image(data):
     """The CPU engine quantizes one image at a time: there the attack's direction runs no backward pass
     unless the attack left the image unchanged (a batch runs both branches of the fallback)."""
     score_fn, variables, originals, adv, targets = data
     cfg = qdct.DCTConfig(quality=100, max_steps=40, margin=0.1, survive=ReencoderSet(), candidates="attack")
     calls = []
-    counted = _counting_backward(score_fn, calls)
+    counted = counting_backward(score_fn, calls)
     run = jax.jit(lambda o, a, t: qdct.quantize_dct(counted, variables, o, a, t, cfg))
     _, _, res = jax.block_until_ready(run(originals[:1], adv[:1], targets[:1]))
     jax.effects_barrier()

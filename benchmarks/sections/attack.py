@@ -35,8 +35,8 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
     if opts.dtype != "float32":
         raise ValueError("the attack comparison runs in float32 (fp32 or tf32)")
     b = images.shape[0]
-    cfg = attacks.SearchConfig(pgd=attacks.PGDConfig(steps=steps, early_stop=False, schedule="constant"), eps_max=2000.0,
-                               bisection_steps=tries, refine_steps=0, warm_start=False)
+    cfg = attacks.SearchConfig.paper(pgd=attacks.PGDConfig(steps=steps, early_stop=False, schedule="constant"),
+                                     eps_max=2000.0, bisection_steps=tries)
     score_one = precision.wrap(jmodel.score_one, opts)
     attack = jax.jit(attacks.attack_fn(score_one, "search", cfg))
     dct_cfg = DCTConfig.for_imagemagick(90)  # the paper's quantizer: ImageMagick q90 (IFAST 4:4:4), one step

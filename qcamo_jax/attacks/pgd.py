@@ -32,6 +32,19 @@ class PGDOutcome(NamedTuple):
     iterations: jax.Array
 
 
+class KnownGradient(NamedTuple):
+    """The loss and input gradient already computed at one image ``x`` (e.g. the search's first guess).
+
+    :func:`pgd_single` uses them for its first step when it starts exactly at ``x`` (and ``valid``),
+    instead of computing the same gradient again; that step is then not counted in ``iterations``.
+    """
+
+    x: jax.Array
+    loss: jax.Array
+    grad: jax.Array
+    valid: jax.Array
+
+
 class _LoopState(NamedTuple):
     i: jax.Array
     x: jax.Array
@@ -48,6 +61,7 @@ def pgd_single(
     eps: jax.Array,
     config: PGDConfig,
     x_init: jax.Array | None = None,
+    known: KnownGradient | None = None,
 ) -> PGDOutcome:
     """PGD on one image: ``x <- project(x - alpha * direction(dL/dx))`` for at most ``config.steps`` steps.
 
@@ -61,10 +75,15 @@ def pgd_single(
       config: static settings.
       x_init: optional start point ``float32 [H, W, 3]`` (projected onto the ball and the box), e.g. a
         previous run's result (warm start); replaces the random start.
+      known: optional :class:`KnownGradient`; if it is valid and its ``x`` is the start point, the
+        first step uses its loss and gradient (a ``lax.cond``: a real branch when the image runs
+        alone, as in the CPU engine's ``lax.map``; under ``vmap`` both branches run and only the
+        count differs).
 
     Returns:
       :class:`PGDOutcome`; ``iterations`` counts gradient evaluations (an image that is already
-      adversarial at an iterate stops there and does not count further ones).
+      adversarial at an iterate stops there and does not count further ones; a reused ``known``
+      gradient is not counted).
     """
     x0 = jnp.asarray(x0, jnp.float32)
     eps = jnp.asarray(eps, jnp.float32)
@@ -82,8 +101,19 @@ def pgd_single(
     def cond(s: _LoopState) -> jax.Array:
         return (s.i < config.steps) & ~s.done
 
+    def loss_and_grad(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        (loss, _), g = grad_fn(x)
+        return loss, g
+
+    reuse = jnp.asarray(False)
+    if known is not None:
+        reuse = known.valid & jnp.all(known.x == x_start)
+
     def body(s: _LoopState) -> _LoopState:
-        (loss, _), g = grad_fn(s.x)
+        if known is None:
+            loss, g = loss_and_grad(s.x)
+        else:
+            loss, g = jax.lax.cond((s.i == 0) & reuse, lambda x: (known.loss, known.grad), loss_and_grad, s.x)
         done = (loss < 0) if config.early_stop else jnp.asarray(False)
         update, opt_state = direction.update(g, s.opt_state, s.x)
         step = alpha
@@ -98,7 +128,7 @@ def pgd_single(
     init = _LoopState(jnp.int32(0), x_start, direction.init(x_start), jnp.asarray(False))
     final = jax.lax.while_loop(cond, body, init)
     loss, score = loss_fn(variables, final.x, target)
-    return PGDOutcome(final.x, loss, score, final.i)
+    return PGDOutcome(final.x, loss, score, final.i - jnp.where(reuse & (final.i > 0), 1, 0).astype(final.i.dtype))
 
 
 def per_image_keys(key: jax.Array | None, batch: int) -> jax.Array:

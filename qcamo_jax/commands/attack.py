@@ -43,8 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'auto' lets JAX detect it (SLURM, Open MPI, Kubernetes). See docs/scaling.md")
     p.add_argument("--resume", action="store_true", help="skip images already done in DIR with the same settings")
     p.add_argument("--seed", type=options.SEED, default=0, help="base seed (each image's seed also depends on its content)")
-    p.add_argument("--steps", type=options.STEPS, default=None, help="PGD steps per budget try (default 10)")
-    p.add_argument("--search-steps", type=options.SEARCH_STEPS, default=None, help="bisection tries over the L2 budget (default 7, as the paper)")
+    p.add_argument("--search", choices=("default", "thorough", "paper"), default=None,
+                   help="the budget search: 'default' (5 steps per try, first-order first budget, secant, early "
+                        "exit), 'thorough' (10 steps, all 7 bisection tries: the lowest L2 on rough models, 2-3x the "
+                        "gradients) or 'paper' (the paper's procedure); docs/attacks.md")
+    p.add_argument("--steps", type=options.STEPS, default=None,
+                   help="PGD steps per budget try (default 5; 10 with --search thorough or paper)")
+    p.add_argument("--search-steps", type=options.SEARCH_STEPS, default=None, help="most tries over the L2 budget (default 7, as the paper)")
     p.add_argument("--margin", type=options.MARGIN, default=None,
                    help="aim below T - margin in the attack and the quantizer (safety against other decoders and re-encoders; default 1)")
     p.add_argument("--no-summary", action="store_true", help="do not write summary.png")
@@ -62,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from qcamo_jax.errors import QcamoError
     from qcamo_jax.models.hub import load_model
 
-    options = {k: v for k, v in (("steps", args.steps), ("search_steps", args.search_steps), ("margin", args.margin))
-               if v is not None}
+    options = {k: v for k, v in (("search", args.search), ("steps", args.steps), ("search_steps", args.search_steps),
+                                 ("margin", args.margin)) if v is not None}
     settings = pipeline.Settings(target=args.target, method=args.method, quantize=args.quantize, quality=args.quality,
                                  seed=args.seed, attack_options=options, survive=args.survive, max_l2=args.max_l2,
                                  min_psnr=args.min_psnr)

@@ -13,33 +13,52 @@ from __future__ import annotations
 from typing import Sequence
 
 from qcamo_jax.errors import QcamoError
-from qcamo_jax.pipeline.settings import DEFAULT_MARGIN, Settings
+from qcamo_jax.pipeline.settings import DEFAULT_MARGIN, SEARCH_PRESETS, Settings
+
+
+def search_preset(name: str):
+    """The :class:`~qcamo_jax.attacks.config.SearchConfig` of a name in :data:`SEARCH_PRESETS`.
+
+    Raises:
+      QcamoError: an unknown name.
+    """
+    from qcamo_jax.attacks.config import SearchConfig
+
+    presets = {"default": SearchConfig, "thorough": SearchConfig.thorough, "paper": SearchConfig.paper}
+    if name not in presets:
+        raise QcamoError(f"unknown search {name!r}; known: {', '.join(SEARCH_PRESETS)}")
+    return presets[name]()
 
 
 def attack_config(settings: Settings):
     """``(attacks.api method name, config)`` for ``settings.method`` and ``settings.attack_options``.
 
-    ``pgd`` and ``jpeg-pgd`` are the paper's attack: L2 PGD inside a bisection over the budget
+    ``pgd`` and ``jpeg-pgd`` are the paper's attack: L2 PGD inside a search over the budget
     (:class:`qcamo_jax.attacks.config.SearchConfig`); ``jpeg-pgd`` differentiates through the re-encoder
-    set's round trips (:func:`attack_score_fn`). Options: ``steps`` (PGD steps per try),
-    ``search_steps`` (bisection tries), ``eps_max``, ``margin`` (go below ``T - margin``, attack and
+    set's round trips (:func:`attack_score_fn`). Options: ``search`` (:data:`SEARCH_PRESETS`: the
+    default search, ``thorough`` or the ``paper``'s procedure), ``steps`` (PGD steps per try),
+    ``search_steps`` (tries), ``eps_max``, ``margin`` (go below ``T - margin``, attack and
     quantizer), ``eps`` (FGSM/I-FGSM budget), ``max_steps`` (DCT quantizer: largest change of a
     coefficient, in steps).
     """
-    from qcamo_jax.attacks.config import FGSMConfig, PGDConfig, SearchConfig
+    import dataclasses
+
+    from qcamo_jax.attacks.config import FGSMConfig
     from qcamo_jax.attacks.fgsm import ifgsm_config
 
     o = dict(settings.attack_options)
-    known = {"steps", "search_steps", "eps_max", "margin", "eps", "max_steps"}
+    known = {"search", "steps", "search_steps", "eps_max", "margin", "eps", "max_steps"}
     if set(o) - known:
         raise QcamoError(f"unknown attack options {sorted(set(o) - known)}; known: {sorted(known)}")
     margin = float(o.get("margin", DEFAULT_MARGIN))
     if settings.method in ("pgd", "jpeg-pgd"):
-        pgd_cfg = PGDConfig(steps=int(o.get("steps", 10)), margin=margin)
-        eps_max = float(o.get("eps_max", 2000.0))
+        base = search_preset(o.get("search", "default"))
+        pgd_cfg = dataclasses.replace(base.pgd, steps=int(o.get("steps", base.pgd.steps)), margin=margin)
+        eps_max = float(o.get("eps_max", base.eps_max))
         if settings.max_l2 is not None:  # a budget above the limit only leaves the quantizer small changes
             eps_max = min(eps_max, float(settings.max_l2))
-        return "search", SearchConfig(pgd=pgd_cfg, eps_max=eps_max, bisection_steps=int(o.get("search_steps", 7)))
+        return "search", dataclasses.replace(base, pgd=pgd_cfg, eps_max=eps_max,
+                                             bisection_steps=int(o.get("search_steps", base.bisection_steps)))
     if settings.method == "ifgsm":
         return "ifgsm", ifgsm_config(float(o.get("eps", 4.0)), o.get("steps"), margin=margin)
     return "fgsm", FGSMConfig(eps=float(o.get("eps", 4.0)), margin=margin)

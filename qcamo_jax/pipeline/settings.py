@@ -19,6 +19,8 @@ from qcamo_jax.errors import QcamoError
 #: Default re-encoder set (``--survive``): a profile of :data:`qcamo_jax.jpeg.reencoders.PROFILES`.
 DEFAULT_SURVIVE = "common"
 METHODS = ("pgd", "fgsm", "ifgsm", "jpeg-pgd")
+#: ``--search``: presets of the budget search of ``pgd`` / ``jpeg-pgd`` (``qcamo_jax.pipeline.methods.search_preset``).
+SEARCH_PRESETS = ("default", "thorough", "paper")
 #: Default safety margin (score units): attack and quantizer aim below ``T - 1``, because the decoder
 #: and re-encoder a file meets never equal the simulated ones exactly (a q90 re-encoding moved scores of
 #: the quick-start photos by up to +0.2 with margin 0, enough to fail one of four).

@@ -61,6 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qcamo_jax.batching import map_images
 from qcamo_jax.jpeg import codec, reencoders, tables
 from qcamo_jax.quantize import survival
 from qcamo_jax.quantize.search import RTOL, limit_flips, search_flips
@@ -378,9 +379,7 @@ def quantize_dct(
     one = lambda o, a, t: quantize_dct_one(score_fn, variables, o, a, t, config)
     t = jnp.broadcast_to(jnp.asarray(targets, jnp.float32), originals.shape[:1])
     adversarial = jnp.asarray(adversarial, jnp.float32)
-    if originals.shape[0] == 1:  # the CPU engine's lax.map: unbatched, so plan_dct's lax.cond stays a branch
-        return jax.tree.map(lambda x: x[None], one(originals[0], adversarial[0], t[0]))
-    return jax.vmap(one)(originals, adversarial, t)
+    return map_images(one, originals, adversarial, t)  # a batch of one unbatched: plan_dct's lax.cond stays a branch
 
 
 def unbatch(coeffs: codec.JpegCoefficients, i: int) -> codec.JpegCoefficients:
