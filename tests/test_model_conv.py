@@ -87,3 +87,20 @@ def test_pointwise_convolutions_are_products_with_the_same_values_and_gradients(
     # Strided or padded 1x1 convolutions stay convolutions.
     strided = jax.jit(lambda x, k: conv.conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=NHWC_HWIO))
     assert "convolution" in strided.lower(x, k).as_text()
+
+
+def test_large_pointwise_kernel_transposed_first_same_gradient():
+    """A kernel of TRANSPOSE_FIRST elements or more: its transpose is made apart (optimization barrier),
+    the input gradient stays lax's."""
+    cin, cout = 2048, conv.TRANSPOSE_FIRST // 2048
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(1, 2, 3, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(1, 1, cin, cout)) * 0.02, jnp.float32)
+    cot = jnp.asarray(rng.normal(size=(1, 2, 3, cout)), jnp.float32)
+
+    def grad(fn):
+        return jax.grad(lambda a: jnp.vdot(fn(a, k, (1, 1), "SAME", dimension_numbers=NHWC_HWIO, precision="highest"), cot))
+
+    ours = jax.jit(grad(conv.conv_general_dilated))
+    np.testing.assert_allclose(ours(x), grad(lax.conv_general_dilated)(x), rtol=1e-4, atol=1e-4)
+    assert "optimization_barrier" in ours.lower(x).as_text()

@@ -23,7 +23,12 @@ dead code, removed by XLA, whenever only the input is differentiated, as in ever
 shapes (e.g. 45x61x320 -> 32: 27 ms against 57 ms, forward + input gradient, 2 cores), and
 InceptionResNetV2 spends about half its convolution time in 1x1 convolutions. Its gradient is a
 product too, so no kernel-order issue arises in loops. The values agree with the convolution to float
-rounding (a different summation order).
+rounding (a different summation order). The input gradient is the product with the transposed kernel;
+XLA folds that transpose into the product, and XLA:CPU's product with a transposed right operand is
+slow for large kernels: KonCept512's last one (2080 x 1536) took 23.9 ms, 5.7 ms with the transpose
+made first (a separate 1.2 ms copy, kept apart by ``lax.optimization_barrier``), while for the kernels
+below :data:`TRANSPOSE_FIRST` elements the folded product was as fast or faster
+(``python benchmarks/conv_layers.py`` lists every shape).
 
 **Unpadded stride-1 convolutions get one padded column.** XLA:CPU runs a stride-1 convolution with
 no padding at all several times slower than the same convolution with some padding (measured with
@@ -100,7 +105,7 @@ def conv_general_dilated(
         # pass), fixed for the backward pass too, which may be traced outside that context.
         precision = jax.config.jax_default_matmul_precision
     if _is_pointwise(rhs.shape, window_strides, padding):
-        return lax.dot_general(lhs, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+        return _pointwise(precision, lhs, rhs[0, 0])
     strides, dilation = tuple(int(s) for s in window_strides), tuple(int(d) for d in (rhs_dilation or (1, 1)))
     if strides == (1, 1) and _no_padding(padding):
         # One zero column more, cropped again: see "Unpadded stride-1 convolutions" in the module docstring.
@@ -117,6 +122,39 @@ def _is_pointwise(kernel_shape: Sequence[int], strides: Sequence[int], padding: 
     """A 1x1 kernel, stride 1, no padding: the convolution is a product over the channel axis."""
     unpadded = padding == "SAME" or _no_padding(padding)  # "SAME" pads nothing for a 1x1 kernel at stride 1
     return tuple(kernel_shape[:2]) == (1, 1) and tuple(int(s) for s in strides) == (1, 1) and unpadded
+
+
+#: Kernels of at least this many elements (C_in x C_out) get their transpose made before the input
+#: gradient's product instead of folded into it (see the module docstring).
+TRANSPOSE_FIRST = 2**21
+
+
+def _product(lhs, kernel, precision):
+    return lax.dot_general(lhs, kernel, (((lhs.ndim - 1,), (0,)), ((), ())), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _pointwise(precision, lhs, kernel):
+    """``lhs [N, H, W, C_in] @ kernel [C_in, C_out]``: a 1x1 convolution as a product."""
+    return _product(lhs, kernel, precision)
+
+
+def _pointwise_fwd(precision, lhs, kernel):
+    return _product(lhs, kernel, precision), (lhs, kernel)
+
+
+def _pointwise_bwd(precision, residuals, cotangent):
+    lhs, kernel = residuals
+    transposed = jnp.transpose(kernel)
+    if kernel.size >= TRANSPOSE_FIRST:
+        transposed = lax.optimization_barrier(transposed)
+    d_lhs = _product(cotangent, transposed, precision)
+    # Only when the weights are differentiated (dead code in the attacks): sum over N, H, W.
+    d_kernel = lax.dot_general(lhs, cotangent, (((0, 1, 2), (0, 1, 2)), ((), ())), precision=precision)
+    return d_lhs, d_kernel
+
+
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 def _plain(strides, padding, dilation, precision, lhs, rhs, kernel_spec: str = "HWIO"):
