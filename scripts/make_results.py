@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--extra", nargs="*", default=[], help="more input files for the JPEG-input run")
     p.add_argument("--limit", type=int, default=None, help="use only the first N photos (quick looks)")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--search", default=None, choices=("thorough", "fast", "paper"),
+                   help="qcamo attack --search (the budget search's preset); given, each run's label ends in -NAME")
     p.add_argument("--work", default=None, help="folder for the attacked files (default: a temporary folder)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     p.add_argument("--cached-only", action="store_true",
@@ -133,10 +135,10 @@ def panel_scores(paths: list[str], score) -> dict[str, np.ndarray]:
     return out
 
 
-def run_config(label, inputs, t, survive, work, model, score, batch_size):
+def run_config(label, inputs, t, survive, work, model, score, batch_size, search=None):
     from qcamo_jax import pipeline
 
-    settings = pipeline.Settings(target=t, survive=survive)
+    settings = pipeline.Settings(target=t, survive=survive, attack_options={"search": search} if search else {})
     out = work / label
     t0 = time.perf_counter()
     result = pipeline.run(inputs, out, model, settings, batch_size=batch_size, progress=False, summary=False)
@@ -183,6 +185,7 @@ def main(argv=None) -> int:
     results, not_run = [], []
 
     def config(label, inputs, t, survive):
+        label = f"{label}-{args.search}" if args.search else label
         # Each configuration's result is kept in the work folder: a rerun with the same --work resumes.
         cache = work / f"{label}.result.json"
         if cache.is_file():
@@ -191,7 +194,7 @@ def main(argv=None) -> int:
         if args.cached_only:
             not_run.append(label)
             return
-        result = run_config(label, inputs, t, survive, work, model, score, args.batch_size)
+        result = run_config(label, inputs, t, survive, work, model, score, args.batch_size, args.search)
         with atomic_write(cache, "w") as f:
             json.dump(result, f, default=lambda v: None)
         results.append(result)
@@ -237,7 +240,8 @@ def render(args, model, photos_all, clean, results, command, not_run=()) -> str:
         "the 4 scikit-image held-out photos (`tests/photos.py`), `tests/data/heldout/` (4) and "
         "`tests/data/corpus512/` (20 Debian-packaged photographs; sources and licences in its README). "
         "A photo counts for T only if the model scores it >= T. Attack: `qcamo attack` defaults "
-        "(`pgd` + `dct`, margin 1) with the `--survive` set named in each row.",
+        "(`pgd` + `dct`, margin 1" + (f", `--search {args.search}`" if args.search else "")
+        + ") with the `--survive` set named in each row.",
         "",
         "Every output is re-encoded by the **real** library of each panel encoder (ImageMagick `convert`, "
         "Pillow, jpeglib's libjpeg 6b / 9f / libjpeg-turbo 2.1 / mozjpeg 4.0.3) and scored. Percentages "

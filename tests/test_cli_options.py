@@ -107,7 +107,7 @@ def test_rules_accept_good_values():
 
 def test_missing_required_and_unknown_option_are_one_line(valid, capsys):
     for argv in (["attack", valid["attack"][0]], ["jpeg"], ["score", valid["score"][0], "--no-such-option"],
-                 ["attack", *valid["attack"], "--search", "fast"]):
+                 ["attack", *valid["attack"], "--search", "quick"]):
         with pytest.raises(SystemExit) as exc:
             cli.build_parser().parse_args(argv)
         err = capsys.readouterr().err

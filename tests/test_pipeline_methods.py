@@ -91,14 +91,14 @@ def test_search_presets_and_overrides():
     from qcamo_jax.attacks import SearchConfig
     from qcamo_jax.errors import QcamoError
 
-    name, cfg = methods.attack_config(Settings())
-    assert name == "search" and cfg.budget == "secant" and cfg.pgd.steps == 5 and cfg.pgd.margin == 1.0
-    assert cfg == SearchConfig(pgd=cfg.pgd)  # the library's default search, with the run's margin
-    _, thorough = methods.attack_config(Settings(attack_options={"search": "thorough"}))
-    assert (thorough.pgd.steps, thorough.rtol, thorough.first_guess, thorough.budget) == (10, 0.0, 0.0, "bisection")
+    name, cfg = methods.attack_config(Settings())  # the CLI's default: thorough, with the run's margin
+    assert name == "search" and cfg == SearchConfig.thorough(pgd=cfg.pgd) and cfg.pgd.margin == 1.0
+    assert (cfg.pgd.steps, cfg.rtol, cfg.first_guess, cfg.budget) == (10, 0.0, 0.0, "bisection")
+    _, fast = methods.attack_config(Settings(attack_options={"search": "fast"}))
+    assert fast == SearchConfig(pgd=fast.pgd) and fast.pgd.steps == 5 and fast.budget == "secant"
     _, paper = methods.attack_config(Settings(attack_options={"search": "paper", "steps": 3, "search_steps": 4},
                                               max_l2=500.0))
     assert (paper.pgd.steps, paper.pgd.schedule, paper.bisection_steps, paper.eps_max) == (3, "constant", 4, 500.0)
     assert not paper.warm_start and paper.refine_steps == 0
-    with pytest.raises(QcamoError, match="unknown search 'fast'"):
-        methods.attack_config(Settings(attack_options={"search": "fast"}))
+    with pytest.raises(QcamoError, match="unknown search 'quick'"):
+        methods.attack_config(Settings(attack_options={"search": "quick"}))

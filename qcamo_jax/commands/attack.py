@@ -43,12 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'auto' lets JAX detect it (SLURM, Open MPI, Kubernetes). See docs/scaling.md")
     p.add_argument("--resume", action="store_true", help="skip images already done in DIR with the same settings")
     p.add_argument("--seed", type=options.SEED, default=0, help="base seed (each image's seed also depends on its content)")
-    p.add_argument("--search", choices=("default", "thorough", "paper"), default=None,
-                   help="the budget search: 'default' (5 steps per try, first-order first budget, secant, early "
-                        "exit), 'thorough' (10 steps, all 7 bisection tries: the lowest L2 on rough models, 2-3x the "
-                        "gradients) or 'paper' (the paper's procedure); docs/attacks.md")
+    p.add_argument("--search", choices=("thorough", "fast", "paper"), default=None,
+                   help="the budget search: 'thorough' (default: 10 steps per try, all 7 bisection tries; the "
+                        "best PSNR after the quantizer), 'fast' (5 steps, first-order first budget, secant, early "
+                        "exit: a third of the gradients, -0.2 to -1.2 dB) or 'paper' (the paper's procedure); "
+                        "docs/attacks.md")
     p.add_argument("--steps", type=options.STEPS, default=None,
-                   help="PGD steps per budget try (default 5; 10 with --search thorough or paper)")
+                   help="PGD steps per budget try (default 10; 5 with --search fast)")
     p.add_argument("--search-steps", type=options.SEARCH_STEPS, default=None, help="most tries over the L2 budget (default 7, as the paper)")
     p.add_argument("--margin", type=options.MARGIN, default=None,
                    help="aim below T - margin in the attack and the quantizer (safety against other decoders and re-encoders; default 1)")

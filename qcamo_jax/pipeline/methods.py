@@ -24,7 +24,7 @@ def search_preset(name: str):
     """
     from qcamo_jax.attacks.config import SearchConfig
 
-    presets = {"default": SearchConfig, "thorough": SearchConfig.thorough, "paper": SearchConfig.paper}
+    presets = {"thorough": SearchConfig.thorough, "fast": SearchConfig, "paper": SearchConfig.paper}
     if name not in presets:
         raise QcamoError(f"unknown search {name!r}; known: {', '.join(SEARCH_PRESETS)}")
     return presets[name]()
@@ -35,8 +35,9 @@ def attack_config(settings: Settings):
 
     ``pgd`` and ``jpeg-pgd`` are the paper's attack: L2 PGD inside a search over the budget
     (:class:`qcamo_jax.attacks.config.SearchConfig`); ``jpeg-pgd`` differentiates through the re-encoder
-    set's round trips (:func:`attack_score_fn`). Options: ``search`` (:data:`SEARCH_PRESETS`: the
-    default search, ``thorough`` or the ``paper``'s procedure), ``steps`` (PGD steps per try),
+    set's round trips (:func:`attack_score_fn`). Options: ``search`` (:data:`SEARCH_PRESETS`:
+    ``thorough``, the default; ``fast``, the library's default :class:`SearchConfig`; the ``paper``'s
+    procedure), ``steps`` (PGD steps per try),
     ``search_steps`` (tries), ``eps_max``, ``margin`` (go below ``T - margin``, attack and
     quantizer), ``eps`` (FGSM/I-FGSM budget), ``max_steps`` (DCT quantizer: largest change of a
     coefficient, in steps).
@@ -52,7 +53,7 @@ def attack_config(settings: Settings):
         raise QcamoError(f"unknown attack options {sorted(set(o) - known)}; known: {sorted(known)}")
     margin = float(o.get("margin", DEFAULT_MARGIN))
     if settings.method in ("pgd", "jpeg-pgd"):
-        base = search_preset(o.get("search", "default"))
+        base = search_preset(o.get("search", SEARCH_PRESETS[0]))
         pgd_cfg = dataclasses.replace(base.pgd, steps=int(o.get("steps", base.pgd.steps)), margin=margin)
         eps_max = float(o.get("eps_max", base.eps_max))
         if settings.max_l2 is not None:  # a budget above the limit only leaves the quantizer small changes
