@@ -5,7 +5,7 @@ one more). The driver starts the workers, each loads the same weights and compil
 the driver asks them in turn for one timed run each, ``--repeats`` rounds (settings alternate within a
 round, so a burst of load from other jobs hits every setting alike). Medians are reported with the
 load average sampled around every round. Each JAX setting's gradient and adversarial images are
-compared with the first setting's (the reference, normally no extra flag).
+compared with the first setting's (the reference).
 
 Models: ``koncept512`` (MediaEval KonCept512, random weights with calibrated batch norms, the weights of
 ``benchmarks/attack_pgd.py:build_models``, PyTorch worker included) and ``default`` (the embedded
@@ -15,7 +15,7 @@ PyTorch side), so every side does exactly ``batch * tries * steps`` gradients.
 
 Usage:
   python benchmarks/xla_flags.py --model koncept512 --batch 1 --repeats 3 \\
-      --setting none= --setting ynn_conv=--xla_cpu_experimental_ynn_fusion_type=individual_convolution
+      --setting conv_dot=--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot --setting none=
 Prints one JSON object (also written to ``--out``). The worker mode (``--worker``) is internal.
 """
 
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from report_json import emit  # noqa: E402  (benchmarks/ is on sys.path: run as a script)
+from sections.measure import cpu_name  # noqa: E402
 
 
 def _reply(obj) -> None:
@@ -137,8 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--what", nargs="+", default=["grad", "attack"], choices=["grad", "attack"])
     p.add_argument("--setting", action="append", default=None,
-                   help="NAME=XLA_FLAGS (repeatable; the first is the reference). Default: none and the "
-                        "candidate fusion flags")
+                   help="NAME=XLA_FLAGS (repeatable; the first is the reference). Default: the package's "
+                        "default list, jaxlib's own (no flag) and convolutions alone")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--out", default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -151,8 +153,8 @@ def main(argv=None) -> int:
         return worker(args)
 
     settings = args.setting or [
-        "none=", "ynn_conv=--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
-        "xnn_greedy=--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+        "conv_dot=--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot", "none=",
+        "ynn_conv=--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
     ]
     settings = [tuple(s.split("=", 1)) for s in settings]
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +210,9 @@ def main(argv=None) -> int:
                 if "torch" in procs and name != "torch":
                     entry["ratio_vs_torch"] = round(statistics.median(ts) / statistics.median(times["torch", what]), 3)
                 info[name][what] = entry
-    report = {"benchmark": "XLA:CPU flag settings, interleaved", "model": args.model, "size": args.size,
+    report = {"benchmark": "XLA:CPU flag settings, interleaved",
+              "command": " ".join(["python", "benchmarks/xla_flags.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+              "cpu": f"{cpu_name()} ({os.cpu_count()} cores)", "model": args.model, "size": args.size,
               "batch": args.batch, "attack": f"plain search {args.tries} tries x {args.steps} steps, no early stop",
               "threads": {"torch": args.threads, "xla": "all cores (default)"}, "cpu_count": os.cpu_count(),
               "machine": platform.processor() or platform.machine(), "loadavg_per_round": [round(v, 2) for v in loads],

@@ -129,6 +129,15 @@ def peak_arithmetic(opts) -> str:
     return {"tf32": "tf32", "bf16": "bf16", "default": "tf32"}.get(opts.matmul, "fp32")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; :func:`platform.processor` where that cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
 def device_info() -> dict[str, Any]:
     import jax
 
@@ -136,11 +145,8 @@ def device_info() -> dict[str, Any]:
     info = {"backend": jax.default_backend(), "device_kind": dev.device_kind, "device_count": jax.device_count(),
             "jax": jax.__version__, "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "loadavg_start": [round(v, 2) for v in os.getloadavg()]}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        info["cpu"] = platform.processor()
+    info["cpu"] = cpu_name()
+    info["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # the user's and qcamo_jax.xla_flags' defaults
     info["name"] = dev.device_kind if info["backend"] != "cpu" else f"CPU {info['cpu']} ({os.cpu_count()} cores)"
     return info
 
