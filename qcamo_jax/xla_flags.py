@@ -23,10 +23,15 @@ from typing import MutableMapping
 #: Env var that disables the defaults when set to ``0`` (or ``false``/``no``/``off``).
 ENV_SWITCH = "QCAMO_XLA_DEFAULTS"
 
-#: XLA:CPU flags added by default. YNNPACK runs each convolution (forward and input gradient) with its
-#: own kernels instead of XLA's Eigen ones; measured faster on KonCept512 and the default model with
-#: the same gradients to float tolerance (benchmarks/xla_flags.py, tests/test_xla_flags.py).
-CPU_FLAGS: tuple[str, ...] = ("--xla_cpu_experimental_ynn_fusion_type=individual_convolution",)
+#: XLA:CPU flags added by default. The list of operations XLA:CPU hands to YNNPACK: each convolution
+#: (forward and input gradient) and the products with their elementwise neighbours (the ``dot`` type),
+#: not the reductions that jaxlib 0.10's own list also gives it. Measured on an idle 2-core Xeon
+#: against jaxlib's own list and against convolutions alone (``individual_convolution``, the default
+#: before): KonCept512's forward + input gradient 1.42 s against 1.53 and 1.55 s at batch 2, the attack
+#: fastest of the three at batch 1, the default model's attack 0.42 s against 0.46 and 0.44 s;
+#: gradients equal to float tolerance (benchmarks/RESULTS.md "XLA:CPU's YNNPACK lists",
+#: tests/test_xla_flags.py).
+CPU_FLAGS: tuple[str, ...] = ("--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot",)
 
 #: ``major.minor`` jaxlib versions whose XLA was checked to accept :data:`CPU_FLAGS`.
 TESTED_JAXLIB: tuple[str, ...] = ("0.10",)
