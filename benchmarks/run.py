@@ -51,6 +51,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+# First, before anything starts a JAX backend: importing the package sets its default XLA:CPU flags
+# (qcamo_jax/xla_flags.py), which XLA reads once. Without this line the suite measured jaxlib's own
+# kernel choices, not the package's defaults (device_info() below starts the backend).
+import qcamo_jax  # noqa: E402,F401
 from sections.attack import bench_attack  # noqa: E402  (needs HERE on sys.path)
 from sections.grad import bench_grad  # noqa: E402
 # The measuring helpers are re-exported: tests/test_benchmarks.py and peak_fraction.py use them as run.<name>.

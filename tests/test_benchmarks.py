@@ -52,3 +52,24 @@ def test_hlo_flops_counts_convolutions_as_the_compiled_cpu_program_does():
     multiply_adds = 2 * 14 * 14 * 8 * 27  # batch x output pixels x output channels x 3x3x3 taps
     assert flops == pytest.approx(2 * multiply_adds, rel=0.05)  # plus the final sum
     assert flops == pytest.approx(compiled, rel=0.05)
+
+
+def test_run_py_measures_with_the_package_xla_defaults():
+    """benchmarks/run.py must set the package's XLA:CPU defaults before its first JAX call (a backend reads
+    XLA_FLAGS once); it once started JAX first and so measured jaxlib's own kernel choices."""
+    import subprocess
+
+    from qcamo_jax import xla_flags
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    env.pop("QCAMO_XLA_DEFAULTS", None)
+    script = ("import os, sys; sys.path.insert(0, 'benchmarks'); import run; "
+              "info = run.device_info(); print(info['xla_flags'])")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = xla_flags.cpu_defaults({"JAX_PLATFORMS": "cpu"})
+    if not expected:
+        pytest.skip("the installed jaxlib gets no default flags")
+    assert proc.stdout.strip().splitlines()[-1].split() == expected
