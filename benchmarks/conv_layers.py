@@ -8,11 +8,16 @@ gradient (cotangent of ones), and PyTorch's ``conv2d`` with ``autograd.grad`` fo
 Medians of ``--repeats`` after two warm-up runs; random data (the weights do not change the time).
 
 Each row: ``count`` (in the network), ``jax_s`` / ``torch_s`` (one call, seconds), ``ratio``, GFLOP/s of
-both (2 x MACs x 2 for forward + input gradient); totals weighted by ``count`` per kernel kind, and
+both (2 x MACs x 2 for forward + input gradient), and JAX's forward alone (``jax_forward_s``) and input
+gradient alone (``jax_input_grad_s``, a random cotangent); totals weighted by ``count`` per kernel kind, and
 over the network. Run alone on an idle machine: both libraries use every core.
+
+The report names the ``XLA_FLAGS`` in force (the package's defaults included), so runs with other
+XLA:CPU kernel choices compare row by row.
 
 Usage:
   python benchmarks/conv_layers.py --json benchmarks/results-cpu-conv-layers.json
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot python benchmarks/conv_layers.py --json ...
 """
 
 from __future__ import annotations
@@ -107,12 +112,23 @@ def main(argv=None) -> int:
             y, vjp = jax.vjp(lambda a: conv.conv_general_dilated(a, k, strides, pad, dimension_numbers=conv.NHWC_HWIO), x)
             return y, vjp(jnp.ones_like(y))[0]
 
+        def input_grad(x, k, cotangent, strides=strides, pad=pad):
+            _, vjp = jax.vjp(lambda a: conv.conv_general_dilated(a, k, strides, pad, dimension_numbers=conv.NHWC_HWIO), x)
+            return vjp(cotangent)[0]
+
         fn = jax.jit(fwd_and_input_grad)
-        out_hw = fn(x, k)[0].shape[1:3]
+        y = fn(x, k)[0]
+        out_hw = y.shape[1:3]
         jax_s = _median(lambda: jax.block_until_ready(fn(x, k)), args.repeats)
+        # Each direction alone too (XLA may pick other kernels for each; see docs/scaling.md "CPU flags").
+        forward, backward = jax.jit(lambda x, k: fwd_and_input_grad(x, k)[0]), jax.jit(input_grad)
+        cotangent = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+        jax_forward_s = _median(lambda: jax.block_until_ready(forward(x, k)), args.repeats)
+        jax_input_grad_s = _median(lambda: jax.block_until_ready(backward(x, k, cotangent)), args.repeats)
         flops = 2 * 2 * out_hw[0] * out_hw[1] * rhs[0] * rhs[1] * rhs[2] * rhs[3] * lhs[0]
         row = {"input": list(lhs), "kernel": list(rhs), "strides": list(strides), "padding": str(pad), "count": count,
-               "jax_s": jax_s, "jax_gflops": flops / jax_s / 1e9}
+               "jax_s": jax_s, "jax_gflops": flops / jax_s / 1e9, "jax_forward_s": jax_forward_s,
+               "jax_input_grad_s": jax_input_grad_s}
         if torch is not None:
             xt = torch.randn(lhs[0], lhs[3], lhs[1], lhs[2])
             kt = torch.randn(rhs[3], rhs[2], rhs[0], rhs[1]) * 0.1
@@ -137,18 +153,21 @@ def main(argv=None) -> int:
 
     by_kind = {}
     for row in rows:
-        agg = by_kind.setdefault(kind(row), {"convolutions": 0, "jax_s": 0.0, "torch_s": 0.0})
+        agg = by_kind.setdefault(kind(row), {"convolutions": 0, "jax_s": 0.0, "jax_forward_s": 0.0,
+                                             "jax_input_grad_s": 0.0, "torch_s": 0.0})
         agg["convolutions"] += row["count"]
-        agg["jax_s"] += row["count"] * row["jax_s"]
+        for key in ("jax_s", "jax_forward_s", "jax_input_grad_s"):
+            agg[key] += row["count"] * row[key]
         agg["torch_s"] += row["count"] * row.get("torch_s", float("nan"))
     for agg in by_kind.values():
         agg["ratio"] = agg["jax_s"] / agg["torch_s"]
-    total = {"jax_s": sum(a["jax_s"] for a in by_kind.values()), "torch_s": sum(a["torch_s"] for a in by_kind.values())}
+    total = {key: sum(a[key] for a in by_kind.values())
+             for key in ("jax_s", "jax_forward_s", "jax_input_grad_s", "torch_s")}
     total["ratio"] = total["jax_s"] / total["torch_s"]
     from sections.measure import device_info
 
     report = {"command": "python benchmarks/conv_layers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "device": device_info(), "size": list(size), "repeats": args.repeats,
+              "device": device_info(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "size": list(size), "repeats": args.repeats,
               "torch": None if torch is None else torch.__version__, "jax": jax.__version__,
               "total": total, "by_kind": by_kind, "rows": rows}
     return emit(report, args.json)

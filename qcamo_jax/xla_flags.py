@@ -2,7 +2,7 @@
 
 XLA reads ``XLA_FLAGS`` once, when the first backend starts, so this runs at ``import qcamo_jax`` (first
 thing, see ``qcamo_jax/__init__.py``) and does nothing if a JAX backend is already running. What it adds
-(:data:`CPU_FLAGS`) and why is measured in ``benchmarks/xla_flags.py`` (docs/scaling.md, "CPU flags").
+(:data:`CPU_FLAGS`, by CPU vendor) and why is measured in ``benchmarks/xla_flags.py`` (docs/scaling.md, "CPU flags").
 
 Rules:
   * only when the run may use the CPU: ``JAX_PLATFORMS`` unset or naming ``cpu``. (The flags are
@@ -23,15 +23,28 @@ from typing import MutableMapping
 #: Env var that disables the defaults when set to ``0`` (or ``false``/``no``/``off``).
 ENV_SWITCH = "QCAMO_XLA_DEFAULTS"
 
-#: XLA:CPU flags added by default. The list of operations XLA:CPU hands to YNNPACK: each convolution
-#: (forward and input gradient) and the products with their elementwise neighbours (the ``dot`` type),
-#: not the reductions that jaxlib 0.10's own list also gives it. Measured on an idle 2-core Xeon
-#: against jaxlib's own list and against convolutions alone (``individual_convolution``, the default
-#: before): KonCept512's forward + input gradient 1.42 s against 1.53 and 1.55 s at batch 2, the attack
-#: fastest of the three at batch 1, the default model's attack 0.42 s against 0.46 and 0.44 s;
-#: gradients equal to float tolerance (benchmarks/RESULTS.md "XLA:CPU's YNNPACK lists",
-#: tests/test_xla_flags.py).
-CPU_FLAGS: tuple[str, ...] = ("--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot",)
+#: XLA:CPU flags added by default, by CPU vendor (``vendor_id`` of ``/proc/cpuinfo``). The flag names the
+#: operations XLA:CPU hands to YNNPACK; the rest run on XLA's own (Eigen) kernels. Which kernels win
+#: depends on the processor, measured with ``benchmarks/xla_flags.py`` (benchmarks/RESULTS.md):
+#:
+#: * Intel (a 2-core AVX-512 Xeon): YNNPACK for each convolution and for the products with their
+#:   elementwise neighbours (``individual_convolution,dot``). KonCept512's forward + input gradient
+#:   1.42 s at batch 2 against 1.53 s with jaxlib 0.10's own list and 1.55 s with convolutions alone;
+#:   Eigen convolutions were not measured there.
+#: * AMD (a 2-core AVX-512 EPYC): YNNPACK for the products only (``dot``), Eigen for the convolutions:
+#:   KonCept512's gradient 1.76 s against 1.90 s at batch 2, the attack 8.27 s against 9.08 s; alone
+#:   (``benchmarks/conv_layers.py``), Eigen ran the forward pass of 20 of KonCept512's 21 distinct
+#:   spatial convolutions faster, 153 ms against 196 over the network (input gradients 169 against 187).
+#:
+#: Any other vendor gets :data:`FALLBACK_VENDOR`'s list. Gradients agree to float tolerance whichever
+#: list runs (tests/test_xla_flags.py).
+CPU_FLAGS: dict[str, tuple[str, ...]] = {
+    "GenuineIntel": ("--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot",),
+    "AuthenticAMD": ("--xla_cpu_experimental_ynn_fusion_type=dot",),
+}
+
+#: The vendor whose list applies when the vendor is unknown (not Linux, another vendor).
+FALLBACK_VENDOR = "GenuineIntel"
 
 #: ``major.minor`` jaxlib versions whose XLA was checked to accept :data:`CPU_FLAGS`.
 TESTED_JAXLIB: tuple[str, ...] = ("0.10",)
@@ -54,12 +67,28 @@ def _backend_started() -> bool:
     return bool(getattr(xb, "_backends", None))
 
 
-def cpu_defaults(environ: MutableMapping[str, str] | None = None, jaxlib_version: str | None = None) -> list[str]:
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's ``vendor_id`` (``"GenuineIntel"``, ``"AuthenticAMD"``, ...) from ``cpuinfo``; None if unreadable."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip() or None
+    except OSError:
+        return None
+    return None
+
+
+def cpu_defaults(environ: MutableMapping[str, str] | None = None, jaxlib_version: str | None = None,
+                 vendor: str | None = None) -> list[str]:
     """The default flags that apply under ``environ`` (default ``os.environ``), in order; see the module rules.
 
     Args:
       environ: environment to read (``JAX_PLATFORMS``, ``XLA_FLAGS``, :data:`ENV_SWITCH`).
       jaxlib_version: ``"major.minor"``; default: the installed jaxlib's.
+      vendor: CPU vendor id picking the list in :data:`CPU_FLAGS`; default: :func:`cpu_vendor`
+        (:data:`FALLBACK_VENDOR` when unknown).
 
     Returns:
       The flags to add (possibly empty).
@@ -72,8 +101,9 @@ def cpu_defaults(environ: MutableMapping[str, str] | None = None, jaxlib_version
         return []
     if (jaxlib_version or _jaxlib_version()) not in TESTED_JAXLIB:
         return []
+    flags = CPU_FLAGS.get(vendor or cpu_vendor() or FALLBACK_VENDOR, CPU_FLAGS[FALLBACK_VENDOR])
     user = {_flag_name(f) for f in env.get("XLA_FLAGS", "").split()}
-    return [f for f in CPU_FLAGS if _flag_name(f) not in user]
+    return [f for f in flags if _flag_name(f) not in user]
 
 
 def apply(environ: MutableMapping[str, str] | None = None) -> list[str]:

@@ -11,15 +11,35 @@ import pytest
 from qcamo_jax import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAG = xla_flags.CPU_FLAGS[0]
+HERE_FLAGS = xla_flags.CPU_FLAGS.get(xla_flags.cpu_vendor() or "", xla_flags.CPU_FLAGS[xla_flags.FALLBACK_VENDOR])
+FLAG = HERE_FLAGS[0]
 
 
 def test_defaults_added_on_cpu_before_user_flags():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     added = xla_flags.apply(env)
-    assert added == list(xla_flags.CPU_FLAGS)
-    assert env["XLA_FLAGS"].split() == [*xla_flags.CPU_FLAGS, "--xla_force_host_platform_device_count=4"]
-    assert xla_flags.cpu_defaults({"JAX_PLATFORMS": "cpu"}, "0.10") == list(xla_flags.CPU_FLAGS)
+    assert added == list(HERE_FLAGS)
+    assert env["XLA_FLAGS"].split() == [*HERE_FLAGS, "--xla_force_host_platform_device_count=4"]
+    assert xla_flags.cpu_defaults({"JAX_PLATFORMS": "cpu"}, "0.10") == list(HERE_FLAGS)
+
+
+@pytest.mark.parametrize("vendor, expected", [
+    ("GenuineIntel", "individual_convolution,dot"),   # YNNPACK convolutions measured faster on a Xeon
+    ("AuthenticAMD", "dot"),                          # Eigen convolutions measured faster on an EPYC
+    ("SomeOtherVendor", "individual_convolution,dot"),  # unknown: the fallback's list
+])
+def test_list_follows_the_cpu_vendor(vendor, expected):
+    (flag,) = xla_flags.cpu_defaults({}, "0.10", vendor=vendor)
+    assert flag == "--xla_cpu_experimental_ynn_fusion_type=" + expected
+
+
+def test_cpu_vendor_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert xla_flags.cpu_vendor(str(info)) == "AuthenticAMD"
+    info.write_text("processor\t: 0\n")
+    assert xla_flags.cpu_vendor(str(info)) is None
+    assert xla_flags.cpu_vendor(str(tmp_path / "missing")) is None
 
 
 @pytest.mark.parametrize("env, version", [
