@@ -12,8 +12,8 @@ both (2 x MACs x 2 for forward + input gradient), and JAX's forward alone (``jax
 gradient alone (``jax_input_grad_s``, a random cotangent); totals weighted by ``count`` per kernel kind, and
 over the network. Run alone on an idle machine: both libraries use every core.
 
-The report names the ``XLA_FLAGS`` in force (the package's defaults included), so runs with other
-XLA:CPU kernel choices compare row by row.
+The report names the ``XLA_FLAGS`` in force (``device.xla_flags``, the package's defaults included), so
+runs with other XLA:CPU kernel choices compare row by row.
 
 Usage:
   python benchmarks/conv_layers.py --json benchmarks/results-cpu-conv-layers.json
@@ -108,20 +108,22 @@ def main(argv=None) -> int:
         x = jnp.asarray(rng.normal(size=lhs), jnp.float32)
         k = jnp.asarray(rng.normal(size=rhs) * 0.1, jnp.float32)
 
-        def fwd_and_input_grad(x, k, strides=strides, pad=pad):
-            y, vjp = jax.vjp(lambda a: conv.conv_general_dilated(a, k, strides, pad, dimension_numbers=conv.NHWC_HWIO), x)
+        def layer(x, k, strides=strides, pad=pad):
+            return conv.conv_general_dilated(x, k, strides, pad, dimension_numbers=conv.NHWC_HWIO)
+
+        def fwd_and_input_grad(x, k):
+            y, vjp = jax.vjp(lambda a: layer(a, k), x)
             return y, vjp(jnp.ones_like(y))[0]
 
-        def input_grad(x, k, cotangent, strides=strides, pad=pad):
-            _, vjp = jax.vjp(lambda a: conv.conv_general_dilated(a, k, strides, pad, dimension_numbers=conv.NHWC_HWIO), x)
-            return vjp(cotangent)[0]
+        def input_grad(x, k, cotangent):
+            return jax.vjp(lambda a: layer(a, k), x)[1](cotangent)[0]
 
         fn = jax.jit(fwd_and_input_grad)
         y = fn(x, k)[0]
         out_hw = y.shape[1:3]
         jax_s = _median(lambda: jax.block_until_ready(fn(x, k)), args.repeats)
         # Each direction alone too (XLA may pick other kernels for each; see docs/scaling.md "CPU flags").
-        forward, backward = jax.jit(lambda x, k: fwd_and_input_grad(x, k)[0]), jax.jit(input_grad)
+        forward, backward = jax.jit(layer), jax.jit(input_grad)
         cotangent = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
         jax_forward_s = _median(lambda: jax.block_until_ready(forward(x, k)), args.repeats)
         jax_input_grad_s = _median(lambda: jax.block_until_ready(backward(x, k, cotangent)), args.repeats)
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
     from sections.measure import device_info
 
     report = {"command": "python benchmarks/conv_layers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "device": device_info(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "size": list(size), "repeats": args.repeats,
+              "device": device_info(), "size": list(size), "repeats": args.repeats,
               "torch": None if torch is None else torch.__version__, "jax": jax.__version__,
               "total": total, "by_kind": by_kind, "rows": rows}
     return emit(report, args.json)

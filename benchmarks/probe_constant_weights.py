@@ -12,7 +12,7 @@ weights, 384x512, float32), checks their gradients agree, and times them alterna
 preparation costs on this CPU. It changes nothing in the package; it sizes a possible option.
 
 JSON: ``compile_s`` and ``median_s`` of both, ``gain`` (1 - baked / argument), the gradients' largest
-absolute difference, the device, the XLA flags in force and this command.
+absolute difference, the device (with the XLA flags in force) and this command.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     med = {name: float(np.median(runs[2:])) for name, runs in times.items()}
     report = {
         "command": "python benchmarks/probe_constant_weights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "device": device_info(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "batch": args.batch,
+        "device": device_info(), "batch": args.batch,
         "size": [384, 512], "compile_s": {"argument": compile_argument, "baked": compile_baked},
         "median_s": med, "runs_s": times, "gain": 1.0 - med["baked"] / med["argument"],
         "max_abs_grad_diff": max_diff, "max_abs_grad": float(jnp.max(jnp.abs(grad_argument))),

@@ -67,17 +67,30 @@ def _backend_started() -> bool:
     return bool(getattr(xb, "_backends", None))
 
 
-def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """The CPU's ``vendor_id`` (``"GenuineIntel"``, ``"AuthenticAMD"``, ...) from ``cpuinfo``; None if unreadable."""
+def cpuinfo_field(key: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The first ``key`` line's value in ``cpuinfo`` (Linux's ``/proc/cpuinfo``); None if absent or unreadable.
+
+    E.g. ``cpuinfo_field("vendor_id")`` -> ``"AuthenticAMD"``, ``cpuinfo_field("model name")`` -> ``"AMD EPYC"``.
+    """
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
+                name, _, value = line.partition(":")
+                if name.strip() == key:
                     return value.strip() or None
     except OSError:
         return None
     return None
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's ``vendor_id`` (``"GenuineIntel"``, ``"AuthenticAMD"``, ...) from ``cpuinfo``; None if unreadable."""
+    return cpuinfo_field("vendor_id", cpuinfo)
+
+
+def vendor_flags(vendor: str | None = None) -> tuple[str, ...]:
+    """The :data:`CPU_FLAGS` list for ``vendor`` (default: :func:`cpu_vendor`); :data:`FALLBACK_VENDOR`'s if unknown."""
+    return CPU_FLAGS.get(vendor or cpu_vendor() or FALLBACK_VENDOR, CPU_FLAGS[FALLBACK_VENDOR])
 
 
 def cpu_defaults(environ: MutableMapping[str, str] | None = None, jaxlib_version: str | None = None,
@@ -87,8 +100,7 @@ def cpu_defaults(environ: MutableMapping[str, str] | None = None, jaxlib_version
     Args:
       environ: environment to read (``JAX_PLATFORMS``, ``XLA_FLAGS``, :data:`ENV_SWITCH`).
       jaxlib_version: ``"major.minor"``; default: the installed jaxlib's.
-      vendor: CPU vendor id picking the list in :data:`CPU_FLAGS`; default: :func:`cpu_vendor`
-        (:data:`FALLBACK_VENDOR` when unknown).
+      vendor: CPU vendor id picking the list (:func:`vendor_flags`); default: this machine's.
 
     Returns:
       The flags to add (possibly empty).
@@ -101,9 +113,8 @@ def cpu_defaults(environ: MutableMapping[str, str] | None = None, jaxlib_version
         return []
     if (jaxlib_version or _jaxlib_version()) not in TESTED_JAXLIB:
         return []
-    flags = CPU_FLAGS.get(vendor or cpu_vendor() or FALLBACK_VENDOR, CPU_FLAGS[FALLBACK_VENDOR])
     user = {_flag_name(f) for f in env.get("XLA_FLAGS", "").split()}
-    return [f for f in flags if _flag_name(f) not in user]
+    return [f for f in vendor_flags(vendor) if _flag_name(f) not in user]
 
 
 def apply(environ: MutableMapping[str, str] | None = None) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from qcamo_jax import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HERE_FLAGS = xla_flags.CPU_FLAGS.get(xla_flags.cpu_vendor() or "", xla_flags.CPU_FLAGS[xla_flags.FALLBACK_VENDOR])
+HERE_FLAGS = xla_flags.vendor_flags()
 FLAG = HERE_FLAGS[0]
 
 

@@ -131,11 +131,9 @@ def peak_arithmetic(opts) -> str:
 
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``; :func:`platform.processor` where that cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
+    from qcamo_jax.xla_flags import cpuinfo_field
+
+    return cpuinfo_field("model name") or platform.processor()
 
 
 def device_info() -> dict[str, Any]:
