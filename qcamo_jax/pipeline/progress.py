@@ -130,13 +130,13 @@ class Progress:
             # Never show a batch as finished before its records exist: cap just below its images.
             frac = min(self._units / self._batch_units, 0.99)
             shown = frac * self._batch_images
-            step, self._shown_in_batch = shown - self._shown_in_batch, shown
+            moved, self._shown_in_batch = shown > self._shown_in_batch, shown
             crossed = frac * PROGRESS_STEPS >= self._next_event
             if crossed:
                 self._next_event = int(frac * PROGRESS_STEPS) + 1
             worked = self._worked()
-        if step > 0:
-            self._bar.update(step)
+            if moved:
+                self._show(worked)
         if crossed:
             self.event("progress", images_done=round(worked, 3), images=self.total,
                        batch_fraction=round(frac, 3), eta_s=self._eta(worked))
@@ -161,7 +161,7 @@ class Progress:
                 partial, self._shown_in_batch, self._batch_images = self._shown_in_batch, 0.0, 0
             self.done += len(records)
             worked = self._worked()
-        self._bar.update(len(records) - partial)
+            self._show(worked)
         for r in records:
             if r.get("error") is not None:
                 self.event("image_failed", path=r.get("path"), error=r.get("error"))
@@ -172,6 +172,16 @@ class Progress:
                            reached_target=reached_target(r))
         self.event("progress", images_done=round(worked, 3), images=self.total, batch_fraction=1.0,
                    eta_s=self._eta(worked))
+
+    def _show(self, worked: float) -> None:
+        """Put the bar at ``worked`` images (call with the lock held).
+
+        Set, not summed: adding the fractional steps up drifts by float round-off, and a bar even 1e-14
+        past its total makes tqdm warn ("clamping frac to range [0, 1]") and show a negative ETA at the
+        end of a run. ``update(0)`` then redraws and feeds tqdm's rate the change since its last draw.
+        """
+        self._bar.n = min(worked, self.total)
+        self._bar.update(0)
 
     def _worked(self) -> float:
         """Images done, whole and in part: finished ones, the shown parts of batches waiting for their
