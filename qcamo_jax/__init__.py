@@ -9,9 +9,12 @@ Data contract used throughout the package (each module restates what it needs):
   * JPEG coefficients are integers per 8x8 block, see :mod:`qcamo_jax.jpeg`.
 """
 
+from qcamo_jax import host_malloc as _host_malloc
 from qcamo_jax import xla_flags as _xla_flags
 
-# First thing, before anything imports a JAX backend: XLA reads XLA_FLAGS once, when it starts.
+# First thing, before anything imports a JAX backend: XLA reads XLA_FLAGS once, when it starts, and
+# its threads pick their malloc arena at their first allocation.
 _xla_flags.apply()
+_host_malloc.apply()
 
 __version__ = "0.1.0"

@@ -62,9 +62,21 @@ def _jaxlib_version() -> str | None:
     return ".".join(version.__version__.split(".")[:2])
 
 
-def _backend_started() -> bool:
+def backend_started() -> bool:
+    """Whether a JAX backend already runs in this process (then XLA's flags and threads are set up)."""
     xb = sys.modules.get("jax._src.xla_bridge")
     return bool(getattr(xb, "_backends", None))
+
+
+def switched_off(environ: MutableMapping[str, str], switch: str) -> bool:
+    """Whether the environment variable ``switch`` turns a default off (``0``, ``false``, ``no``, ``off``)."""
+    return environ.get(switch, "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def cpu_may_run(environ: MutableMapping[str, str]) -> bool:
+    """Whether JAX may use its CPU backend under ``environ``: ``JAX_PLATFORMS`` unset or naming ``cpu``."""
+    platforms = [p.strip().lower() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    return not platforms or "cpu" in platforms
 
 
 def cpuinfo_field(key: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
@@ -106,10 +118,7 @@ def cpu_defaults(environ: MutableMapping[str, str] | None = None, jaxlib_version
       The flags to add (possibly empty).
     """
     env = os.environ if environ is None else environ
-    if env.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-        return []
-    platforms = [p.strip().lower() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
-    if platforms and "cpu" not in platforms:
+    if switched_off(env, ENV_SWITCH) or not cpu_may_run(env):
         return []
     if (jaxlib_version or _jaxlib_version()) not in TESTED_JAXLIB:
         return []
@@ -124,7 +133,7 @@ def apply(environ: MutableMapping[str, str] | None = None) -> list[str]:
       The flags added (empty if none, or if it was too late to add any).
     """
     env = os.environ if environ is None else environ
-    if environ is None and _backend_started():
+    if environ is None and backend_started():
         return []
     flags = cpu_defaults(env)
     if flags:
