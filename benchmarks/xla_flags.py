@@ -15,7 +15,7 @@ PyTorch side), so every side does exactly ``batch * tries * steps`` gradients.
 
 Usage:
   python benchmarks/xla_flags.py --model koncept512 --batch 1 --repeats 3 \\
-      --setting conv_dot=--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot --setting none=
+      --setting dot=--xla_cpu_experimental_ynn_fusion_type=dot --setting none=
 Prints one JSON object (also written to ``--out``). The worker mode (``--worker``) is internal.
 """
 
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -41,6 +42,8 @@ sys.path.insert(0, HERE)
 from report_json import emit  # noqa: E402  (benchmarks/ is on sys.path: run as a script)
 from sections.measure import cpu_name  # noqa: E402
 
+from qcamo_jax import xla_flags as pkg_flags  # noqa: E402
+
 
 def _reply(obj) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
@@ -48,7 +51,11 @@ def _reply(obj) -> None:
 
 
 def worker(args) -> int:
-    """Load, compile, then answer ``grad`` / ``attack`` / ``quit`` lines on stdin with timings on stdout."""
+    """Load, compile, then answer ``grad`` / ``attack`` / ``quit`` lines on stdin with timings on stdout.
+
+    Each reply: ``{"s": wall seconds, "minflt": minor page faults, "sys_s": kernel CPU seconds}`` of the call.
+    """
+    import qcamo_jax  # noqa: F401  first: its process defaults (XLA flags, malloc) apply before any work
     import attack_pgd
 
     x = attack_pgd.photos(tuple(args.size), args.batch).astype(np.float32)
@@ -105,14 +112,80 @@ def worker(args) -> int:
         what = line.strip()
         if what == "quit":
             break
-        t0 = time.perf_counter()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         out = {"grad": grad, "attack": attack}[what]()
-        dt = time.perf_counter() - t0
+        dt, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
         if what not in saved:
             np.save(os.path.join(args.dump, f"{args.name}-{what}.npy"), out)
             saved.add(what)
-        _reply({"s": dt})
+        _reply({"s": dt, "minflt": r1.ru_minflt - r0.ru_minflt, "sys_s": r1.ru_stime - r0.ru_stime})
     return 0
+
+
+def interleave(sides, args, weights: str, tmp: str, reference: str, torch_name: str | None) -> dict:
+    """Start one worker per side, then time them in alternating rounds; returns ``{name: entry}``.
+
+    Args:
+      sides: ``[(name, "jax" | "torch", env)]``; ``env`` is added to this process's environment.
+      args: the parsed command line (model, size, batch, tries, steps, drop, threads, what, repeats).
+      weights, tmp: :func:`prepare_weights`' path prefix and the folder where workers save outputs.
+      reference: the side whose outputs the other JAX sides are compared with.
+      torch_name: the side the JAX sides' ``ratio_vs_torch`` divides by (None: no ratio).
+
+    Returns:
+      ``{name: {"compile_s", what: {"median_s", "runs_s", "minflt_per_call", "sys_s_per_call", ...}}}`` and
+      ``"loadavg_per_round"``. A worker that fails to start gets ``{"error": ...}``.
+    """
+    common = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model, "--size",
+              *map(str, args.size), "--batch", str(args.batch), "--tries", str(args.tries), "--steps",
+              str(args.steps), "--drop", str(args.drop), "--threads", str(args.threads), "--weights", weights,
+              "--dump", tmp]
+    procs, info, kinds = {}, {}, {}
+    for name, side, env in sides:  # started one at a time: compiling side by side would skew nothing
+        kinds[name] = side
+        proc = subprocess.Popen(common + ["--side", side, "--name", name], env=dict(os.environ, **env),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()
+        if not line:
+            info[name] = {"error": f"worker exited with {proc.wait()}"}
+            continue
+        procs[name] = proc
+        info[name] = {"compile_s": json.loads(line)["compile_s"]}
+        print(f"{name} ready: {info[name]}", file=sys.stderr, flush=True)
+    calls = {(n, w): [] for n in procs for w in args.what}
+    loads = []
+    for r in range(args.repeats):
+        for what in args.what:
+            # Alternate the order from round to round so no side always runs first.
+            order = list(procs) if r % 2 == 0 else list(procs)[::-1]
+            for name in order:
+                procs[name].stdin.write(what + "\n")
+                procs[name].stdin.flush()
+                calls[name, what].append(json.loads(procs[name].stdout.readline()))
+                print(f"round {r} {what} {name}: {calls[name, what][-1]['s']:.3f} s (load {os.getloadavg()[0]:.2f})",
+                      file=sys.stderr, flush=True)
+        loads.append(os.getloadavg()[0])
+    for proc in procs.values():
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        proc.wait()
+    median = lambda name, what: statistics.median(c["s"] for c in calls[name, what])  # noqa: E731
+    for name in procs:
+        for what in args.what:
+            cs = calls[name, what]
+            entry = {"median_s": round(median(name, what), 3), "runs_s": [round(c["s"], 3) for c in cs],
+                     "minflt_per_call": round(statistics.median(c["minflt"] for c in cs)),
+                     "sys_s_per_call": round(statistics.median(c["sys_s"] for c in cs), 3)}
+            if name != reference and kinds[name] == "jax" and reference in procs:
+                a = np.load(os.path.join(tmp, f"{name}-{what}.npy"))
+                b = np.load(os.path.join(tmp, f"{reference}-{what}.npy"))
+                entry["max_abs_diff_vs_ref"] = float(np.max(np.abs(a - b)))
+                entry["rel_l2_diff_vs_ref"] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+            if torch_name in procs and kinds[name] == "jax":
+                entry["ratio_vs_torch"] = round(median(name, what) / median(torch_name, what), 3)
+            info[name][what] = entry
+    info["loadavg_per_round"] = [round(v, 2) for v in loads]
+    return info
 
 
 def prepare_weights(path: str, size) -> None:
@@ -153,7 +226,7 @@ def main(argv=None) -> int:
         return worker(args)
 
     settings = args.setting or [
-        "conv_dot=--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot", "none=",
+        "package_default=" + " ".join(pkg_flags.vendor_flags()), "none=",
         "ynn_conv=--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
     ]
     settings = [tuple(s.split("=", 1)) for s in settings]
@@ -161,62 +234,20 @@ def main(argv=None) -> int:
         weights = os.path.join(tmp, "koncept512")
         if args.model == "koncept512":
             prepare_weights(weights, args.size)
-        sides = [(name, "jax", flags) for name, flags in settings]
+        sides = [(name, "jax", dict(JAX_PLATFORMS="cpu", XLA_FLAGS=flags, QCAMO_XLA_DEFAULTS="0"), flags)
+                 for name, flags in settings]
         if args.model == "koncept512" and not args.no_torch:
-            sides.append(("torch", "torch", ""))
-        common = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model, "--size",
-                  *map(str, args.size), "--batch", str(args.batch), "--tries", str(args.tries), "--steps",
-                  str(args.steps), "--drop", str(args.drop), "--threads", str(args.threads), "--weights", weights,
-                  "--dump", tmp]
-        procs, info = {}, {}
-        for name, side, flags in sides:  # started one at a time: compiling side by side would skew nothing
-            env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, QCAMO_XLA_DEFAULTS="0")
-            proc = subprocess.Popen(common + ["--side", side, "--name", name], env=env, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)
-            line = proc.stdout.readline()
-            if not line:
-                info[name] = {"flags": flags, "error": f"worker exited with {proc.wait()}"}
-                continue
-            procs[name] = proc
-            info[name] = {"flags": flags, "compile_s": json.loads(line)["compile_s"]}
-            print(f"{name} ready: {info[name]}", file=sys.stderr, flush=True)
-        times = {(n, w): [] for n in procs for w in args.what}
-        loads = []
-        for r in range(args.repeats):
-            for what in args.what:
-                # Alternate the order from round to round so no setting always runs first.
-                order = list(procs) if r % 2 == 0 else list(procs)[::-1]
-                for name in order:
-                    procs[name].stdin.write(what + "\n")
-                    procs[name].stdin.flush()
-                    times[name, what].append(json.loads(procs[name].stdout.readline())["s"])
-                    print(f"round {r} {what} {name}: {times[name, what][-1]:.3f} s (load {os.getloadavg()[0]:.2f})",
-                          file=sys.stderr, flush=True)
-            loads.append(os.getloadavg()[0])
-        for proc in procs.values():
-            proc.stdin.write("quit\n")
-            proc.stdin.flush()
-            proc.wait()
-        ref = settings[0][0]
-        for name in procs:
-            for what in args.what:
-                ts = times[name, what]
-                entry = {"median_s": round(statistics.median(ts), 3), "runs_s": [round(t, 3) for t in ts]}
-                if name != ref and name != "torch" and ref in procs:
-                    a = np.load(os.path.join(tmp, f"{name}-{what}.npy"))
-                    b = np.load(os.path.join(tmp, f"{ref}-{what}.npy"))
-                    entry["max_abs_diff_vs_ref"] = float(np.max(np.abs(a - b)))
-                    entry["rel_l2_diff_vs_ref"] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-                if "torch" in procs and name != "torch":
-                    entry["ratio_vs_torch"] = round(statistics.median(ts) / statistics.median(times["torch", what]), 3)
-                info[name][what] = entry
+            sides.append(("torch", "torch", {"JAX_PLATFORMS": "cpu"}, ""))
+        info = interleave([s[:3] for s in sides], args, weights, tmp, reference=settings[0][0], torch_name="torch")
+        for name, _, _, flags in sides:
+            info.setdefault(name, {})["flags"] = flags
     report = {"benchmark": "XLA:CPU flag settings, interleaved",
               "command": " ".join(["python", "benchmarks/xla_flags.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
               "cpu": f"{cpu_name()} ({os.cpu_count()} cores)", "model": args.model, "size": args.size,
               "batch": args.batch, "attack": f"plain search {args.tries} tries x {args.steps} steps, no early stop",
               "threads": {"torch": args.threads, "xla": "all cores (default)"}, "cpu_count": os.cpu_count(),
-              "machine": platform.processor() or platform.machine(), "loadavg_per_round": [round(v, 2) for v in loads],
-              "settings": info}
+              "machine": platform.processor() or platform.machine(),
+              "loadavg_per_round": info.pop("loadavg_per_round"), "settings": info}
     return emit(report, args.out)
 
 

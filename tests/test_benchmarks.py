@@ -54,22 +54,27 @@ def test_hlo_flops_counts_convolutions_as_the_compiled_cpu_program_does():
     assert flops == pytest.approx(compiled, rel=0.05)
 
 
-def test_run_py_measures_with_the_package_xla_defaults():
+def test_run_py_measures_with_the_package_process_defaults():
     """benchmarks/run.py must set the package's XLA:CPU defaults before its first JAX call (a backend reads
-    XLA_FLAGS once); it once started JAX first and so measured jaxlib's own kernel choices."""
+    XLA_FLAGS once); it once started JAX first and so measured jaxlib's own kernel choices. Its report
+    names the XLA flags and the malloc settings (qcamo_jax/host_malloc.py) in force."""
+    import json
     import subprocess
 
-    from qcamo_jax import xla_flags
+    from qcamo_jax import host_malloc, xla_flags
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    env.pop("QCAMO_XLA_DEFAULTS", None)
-    script = ("import os, sys; sys.path.insert(0, 'benchmarks'); import run; "
-              "info = run.device_info(); print(info['xla_flags'])")
+    for name in ("XLA_FLAGS", "QCAMO_XLA_DEFAULTS", "QCAMO_MALLOC_DEFAULTS", "GLIBC_TUNABLES", "LD_PRELOAD",
+                 *host_malloc.USER_MALLOC_VARIABLES):
+        env.pop(name, None)
+    script = ("import json, os, sys; sys.path.insert(0, 'benchmarks'); import run; "
+              "info = run.device_info(); print(json.dumps([info['xla_flags'], info['malloc']]))")
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    flags, malloc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert malloc == {name: value for name, _, value in host_malloc.malloc_defaults(env)}
     expected = xla_flags.cpu_defaults({"JAX_PLATFORMS": "cpu"})
     if not expected:
         pytest.skip("the installed jaxlib gets no default flags")
-    assert proc.stdout.strip().splitlines()[-1].split() == expected
+    assert flags.split() == expected

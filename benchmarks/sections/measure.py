@@ -145,6 +145,9 @@ def device_info() -> dict[str, Any]:
             "loadavg_start": [round(v, 2) for v in os.getloadavg()]}
     info["cpu"] = cpu_name()
     info["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # the user's and qcamo_jax.xla_flags' defaults
+    from qcamo_jax import host_malloc
+
+    info["malloc"] = dict(host_malloc.APPLIED)  # qcamo_jax.host_malloc's settings, {} if none were set
     info["name"] = dev.device_kind if info["backend"] != "cpu" else f"CPU {info['cpu']} ({os.cpu_count()} cores)"
     return info
 
