@@ -116,3 +116,71 @@ def test_large_pointwise_kernel_transposed_first_same_gradient():
     ours = jax.jit(grad(conv.conv_general_dilated))
     np.testing.assert_allclose(ours(x), grad(lax.conv_general_dilated)(x), rtol=1e-4, atol=1e-4)
     assert "optimization_barrier" in ours.lower(x).as_text()
+
+
+@pytest.mark.parametrize("strides, padding, dilation, kernel", [
+    ((1, 1), "SAME", (1, 1), (3, 3)),
+    ((2, 2), "VALID", (1, 1), (3, 3)),
+    ((2, 2), "SAME", (1, 1), (1, 7)),
+    ((2, 2), "SAME", (1, 1), (4, 4)),    # even kernel, stride 2: uneven 'SAME' padding
+    ((1, 1), ((3, 2), (0, 1)), (1, 1), (7, 1)),
+    ((1, 1), "SAME", (2, 2), (3, 3)),
+    ((1, 1), "VALID", (1, 1), (3, 3)),
+    ((2, 2), "SAME", (1, 1), (1, 1)),    # strided 1x1: a convolution, not a product
+    ((1, 1), "SAME", (1, 1), (1, 1)),    # pointwise: a product with the transposed kernel
+])
+def test_input_gradient_from_a_kernel_made_outside_equals_lax(strides, padding, dilation, kernel):
+    """grad_kernel= (the flipped, swapped kernel made once) gives lax's input gradient; 13x11 inputs make
+    strided convolutions drop rows, which the transposed padding must restore as zeros."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 13, 11, 5)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=kernel + (5, 7)), jnp.float32)
+    out = lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilation, dimension_numbers=NHWC_HWIO)
+    cot = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+
+    def grad(fn, **kw):
+        return jax.grad(lambda a: jnp.vdot(fn(a, k, strides, padding, rhs_dilation=dilation, dimension_numbers=NHWC_HWIO,
+                                              precision="highest", **kw), cot))
+
+    ours = jax.jit(grad(conv.conv_general_dilated, grad_kernel=conv.grad_kernel(k)))(x)
+    np.testing.assert_allclose(ours, grad(lax.conv_general_dilated)(x), rtol=1e-5, atol=1e-5)
+
+
+def _compiled_loop(model, variables):
+    grad = lambda v, x: jax.grad(lambda y: model.apply(v, y).sum())(x)  # noqa: E731
+    loop = lambda v, x: jax.lax.fori_loop(0, 2, lambda i, y: y - 1e-3 * grad(v, y), x)  # noqa: E731
+    # 192x256 as above: over maps smaller than a kernel XLA swaps a convolution's operands, with reverses.
+    return jax.jit(loop).lower(variables, jnp.zeros((1, 192, 256, 3))).compile().as_text()
+
+
+def test_models_read_grad_kernels_made_once():
+    """A model's variables carry the input-gradient kernels (CPU): the gradient is the same as without them,
+    and the gradient in a loop makes no kernel copies (without them it flips every kernel on every step)."""
+    model = init_random("koncept512", {"variant": "keras", "size": "tiny"})
+    assert conv.GRAD_KERNELS in model.variables
+    plain = {k: v for k, v in model.variables.items() if k != conv.GRAD_KERNELS}
+    x = jnp.asarray(np.random.default_rng(4).uniform(0, 255, (2, 96, 128, 3)), jnp.float32)
+    grad = jax.jit(jax.grad(lambda v, x: model.apply(v, x).sum(), argnums=1))
+    np.testing.assert_allclose(grad(model.variables, x), grad(plain, x), rtol=1e-5, atol=1e-6 * float(jnp.abs(grad(plain, x)).max()))
+    assert " reverse(" not in _compiled_loop(model, model.variables)
+    assert " reverse(" in _compiled_loop(model, plain)
+
+
+def test_grad_kernels_are_derived_again_never_stored(tmp_path):
+    """with_grad_kernels replaces an old collection and leaves its input alone; checkpoints do not store it."""
+    from qcamo_jax.models import checkpoint
+
+    model = init_random("koncept512", {"variant": "keras", "size": "tiny"})
+    params = model.variables["params"]
+    changed = jax.tree.map(lambda a: a * 2.0, params)
+    stale = {**model.variables, "params": changed}
+    fresh = conv.with_grad_kernels(stale)
+    assert stale[conv.GRAD_KERNELS] is model.variables[conv.GRAD_KERNELS]  # the input is not modified
+    path = ("backbone", "conv2d_1a", "conv", "kernel")
+    node_p, node_g = changed, fresh[conv.GRAD_KERNELS]
+    for key in path:
+        node_p, node_g = node_p[key], node_g[key]
+    np.testing.assert_array_equal(node_g, conv.grad_kernel(node_p))
+    checkpoint.save(tmp_path / "m.safetensors", fresh, dict(model.metadata))
+    flat, _ = checkpoint.load_raw(tmp_path / "m.safetensors")
+    assert flat and not any(k.startswith(conv.GRAD_KERNELS) for k in flat)
