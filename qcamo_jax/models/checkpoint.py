@@ -23,7 +23,6 @@ import numpy as np
 
 from qcamo_jax.errors import WeightFileError
 from qcamo_jax.fileio import atomic_write_bytes
-from qcamo_jax.models.conv import GRAD_KERNELS
 
 FORMAT_VERSION = "1"
 SEP = "/"
@@ -60,9 +59,7 @@ def save(path: str | os.PathLike, variables: Mapping[str, Any], metadata: Mappin
 
     Args:
       path: destination ``.safetensors`` file.
-      variables: Flax variable tree (arrays of any float dtype are stored as they are). Its
-        :data:`qcamo_jax.models.conv.GRAD_KERNELS` collection, data derived from ``params``, is not
-        stored.
+      variables: Flax variable tree (arrays of any float dtype are stored as they are).
       metadata: must contain ``architecture`` and ``config`` (a JSON string).
     """
     from safetensors.numpy import save as st_save
@@ -72,8 +69,7 @@ def save(path: str | os.PathLike, variables: Mapping[str, Any], metadata: Mappin
             raise ValueError(f"checkpoint metadata needs {required!r}")
     json.loads(metadata["config"])
     meta = {"format_version": FORMAT_VERSION, **{k: str(v) for k, v in metadata.items()}}
-    stored = {k: v for k, v in variables.items() if k != GRAD_KERNELS}
-    flat = {k: np.ascontiguousarray(jax.device_get(v)) for k, v in flatten(stored).items()}
+    flat = {k: np.ascontiguousarray(jax.device_get(v)) for k, v in flatten(variables).items()}
     atomic_write_bytes(path, st_save(flat, metadata=meta))
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from qcamo_jax.errors import WeightFileError
-from qcamo_jax.models import checkpoint, conv
+from qcamo_jax.models import checkpoint
 
 #: architecture name -> "module:builder"; builder(**config) -> flax module.
 ARCHITECTURES: dict[str, str] = {
@@ -63,9 +63,7 @@ class QualityModel:
     Attributes:
       module: Flax module; ``module.apply(variables, pixels)`` maps ``float32 [B, H, W, 3]`` pixels in
         [0, 255] to ``float32 [B]`` scores.
-      variables: ``{"params": ..., "batch_stats": ...}`` (inference mode, nothing is updated); on a
-        CPU backend also ``grad_kernels``, the input-gradient kernels made once from ``params``
-        (:func:`qcamo_jax.models.conv.with_grad_kernels`: derive them again after changing ``params``).
+      variables: ``{"params": ..., "batch_stats": ...}`` (inference mode, nothing is updated).
       metadata: checkpoint metadata (architecture, config, source file and hash, ...).
       input_size: ``(H, W)`` the model was trained at (KonCept512: (384, 512)).
       min_size: smallest ``(H, W)`` the architecture accepts.
@@ -111,11 +109,9 @@ def from_variables(
     module = build_module(architecture, config)
     h, w = module.input_size
     template = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3), jnp.float32))
-    stored = {k: v for k, v in variables.items() if k != conv.GRAD_KERNELS}  # derived again below
-    checked = checkpoint.check_against_template(stored, template, source)
+    checked = checkpoint.check_against_template(variables, template, source)
     meta = {"architecture": architecture, "config": json.dumps(dict(config), sort_keys=True), **(metadata or {})}
-    return QualityModel(module, conv.with_grad_kernels(jax.tree.map(jnp.asarray, checked)), meta,
-                        tuple(module.input_size), tuple(module.min_size))
+    return QualityModel(module, jax.tree.map(jnp.asarray, checked), meta, tuple(module.input_size), tuple(module.min_size))
 
 
 def init_random(architecture: str, config: Mapping[str, Any], seed: int = 0) -> QualityModel:
@@ -132,7 +128,7 @@ def _init_random_cached(architecture: str, config_json: str, seed: int) -> Quali
     config = json.loads(config_json)
     module = build_module(architecture, config)
     h, w = module.input_size
-    variables = conv.with_grad_kernels(jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, h, w, 3), jnp.float32)))
+    variables = jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, h, w, 3), jnp.float32))
     meta = {"architecture": architecture, "config": json.dumps(dict(config), sort_keys=True), "name": f"{architecture}-random"}
     return QualityModel(module, variables, meta, tuple(module.input_size), tuple(module.min_size))
 

@@ -77,8 +77,8 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = conv.Conv(self.features, tuple(self.kernel), strides=self.strides, padding=self.padding, use_bias=False,
-                      name="conv")(x)
+        x = nn.Conv(self.features, tuple(self.kernel), strides=self.strides, padding=self.padding, use_bias=False,
+                    conv_general_dilated=conv.conv_general_dilated, name="conv")(x)
         x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, use_scale=self.bn_scale, name="bn")(x)
         return nn.relu(x) if self.relu else x
 
@@ -163,7 +163,8 @@ class ResidualBlock(nn.Module):
                 name = f"branch{i}" if len(branch) == 1 else f"branch{i}_{j}"
                 y = ConvBN(self.cfg.ch(filters), kernel, bn_scale=self.bn_scale, name=name)(y)
             outs.append(y)
-        up = conv.Conv(x.shape[-1], (1, 1), use_bias=True, name="conv")(jnp.concatenate(outs, axis=-1))
+        up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, conv_general_dilated=conv.conv_general_dilated,
+                     name="conv")(jnp.concatenate(outs, axis=-1))
         x = x + self.scale * up
         return nn.relu(x) if self.activation else x
 

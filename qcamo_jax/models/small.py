@@ -52,12 +52,12 @@ class SmallQualityNet(nn.Module):
     min_size: tuple[int, int] = (64, 64)
 
     def setup(self):
-        self.convs = [conv.Conv(w, (3, 3), strides=(2, 2), padding="SAME", name=f"conv{i}")
-                      for i, w in enumerate(self.widths)]
+        self.convs = [nn.Conv(w, (3, 3), strides=(2, 2), padding="SAME", conv_general_dilated=conv.conv_general_dilated,
+                              name=f"conv{i}") for i, w in enumerate(self.widths)]
         # Stride-1 residual refinement only on the two coarsest stages (1/16 and 1/32 of the
         # resolution), where it is cheap; finer stages stay single convs to keep FLOPs low.
-        self.res = {i: conv.Conv(self.widths[i], (3, 3), padding="SAME", name=f"conv{i}_res")
-                    for i in range(3, len(self.widths))}
+        self.res = {i: nn.Conv(self.widths[i], (3, 3), padding="SAME", conv_general_dilated=conv.conv_general_dilated,
+                               name=f"conv{i}_res") for i in range(3, len(self.widths))}
         n_feat = 2 * sum(self.widths) + N_NSS_FEATURES
         # Per-feature standardisation of the pooled statistics. Initialised from training data by
         # :func:`standardise_from_data` (data-dependent init): the image-to-image variation of raw
