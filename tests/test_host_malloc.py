@@ -33,6 +33,27 @@ def test_no_settings(env, libc):
     assert host_malloc.malloc_defaults(env, libc=libc) == []
 
 
+@pytest.mark.parametrize("env, reason", [
+    ({"MALLOC_ARENA_MAX": "2"}, "MALLOC_ARENA_MAX is set"),
+    ({"QCAMO_MALLOC_DEFAULTS": "off"}, "QCAMO_MALLOC_DEFAULTS=off"),
+    ({"LD_PRELOAD": "libtcmalloc_minimal.so.4"}, "LD_PRELOAD brings tcmalloc"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "GLIBC_TUNABLES sets glibc.malloc tunables"),
+    ({"JAX_PLATFORMS": "tpu"}, "JAX_PLATFORMS=tpu has no cpu"),
+    ({"MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "7"}, None),   # debugging aids, not tuning
+])
+def test_skip_reasons_name_the_cause(env, reason):
+    assert host_malloc.skip_reason(env, libc="glibc") == reason
+
+
+def test_too_late_once_a_backend_runs():
+    """In this test process JAX already runs: apply() sets nothing and says why."""
+    import jax.numpy as jnp
+
+    jnp.zeros(1).block_until_ready()
+    assert host_malloc.apply({}) == {}
+    assert host_malloc.SKIPPED == "a JAX backend had already started"
+
+
 def test_unrelated_tunables_leave_the_defaults():
     assert host_malloc.malloc_defaults({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F"}, libc="glibc") != []
 
@@ -59,7 +80,8 @@ def calls():  # like XLA: a thread that is not the main one allocates, touches a
 t = threading.Thread(target=calls)
 t.start()
 t.join()
-print(json.dumps({"applied": host_malloc.APPLIED, "faults": faults, "pages": size // resource.getpagesize()}))
+print(json.dumps({"applied": host_malloc.APPLIED, "skipped": host_malloc.SKIPPED, "faults": faults,
+                  "pages": size // resource.getpagesize()}))
 """
 
 
@@ -75,9 +97,10 @@ def _reuse(switch: str) -> dict:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
 def test_import_makes_a_freed_large_block_reusable():
     on, off = _reuse("1"), _reuse("0")
-    assert on["applied"] == {name: value for name, _, value in host_malloc.SETTINGS}
-    assert off["applied"] == {}
-    # Without the settings every call maps fresh memory: a fault per page touched.
-    assert min(off["faults"]) > 0.9 * off["pages"], off
+    assert on["applied"] == {name: value for name, _, value in host_malloc.SETTINGS} and on["skipped"] is None
+    assert off["applied"] == {} and off["skipped"] == "QCAMO_MALLOC_DEFAULTS=0"
+    # Without the settings every call maps fresh memory and faults it all in again: as many faults as
+    # the first call (a fault per page; fewer, larger ones where transparent huge pages are "always").
+    assert off["faults"][0] > 0 and min(off["faults"]) > 0.9 * off["faults"][0], off
     # With them, the second and third calls reuse the heap memory the first one faulted in.
-    assert max(on["faults"][1:]) < 0.01 * on["pages"], on
+    assert on["faults"][0] > 0 and max(on["faults"][1:]) < 0.01 * max(on["faults"][0], 100), on

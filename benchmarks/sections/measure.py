@@ -148,6 +148,7 @@ def device_info() -> dict[str, Any]:
     from qcamo_jax import host_malloc
 
     info["malloc"] = dict(host_malloc.APPLIED)  # qcamo_jax.host_malloc's settings, {} if none were set
+    info["malloc_skipped"] = host_malloc.SKIPPED  # why not, or None
     info["name"] = dev.device_kind if info["backend"] != "cpu" else f"CPU {info['cpu']} ({os.cpu_count()} cores)"
     return info
 
