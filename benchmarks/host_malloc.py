@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import tempfile
 
@@ -25,23 +24,13 @@ sys.path.insert(0, HERE)
 
 import xla_flags  # noqa: E402  (benchmarks/ is on sys.path: run as a script)
 from report_json import emit  # noqa: E402
-from sections.measure import cpu_name  # noqa: E402
 
 SIDES = (("jax", "jax", "1"), ("jax_malloc_off", "jax", "0"), ("torch", "torch", "1"), ("torch_malloc_off", "torch", "0"))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, nargs=2, default=[384, 512], metavar=("H", "W"))
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--tries", type=int, default=2)
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--drop", type=float, default=10.0)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--what", nargs="+", default=["grad", "attack"], choices=["grad", "attack"])
-    p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--out", default=None)
+    xla_flags.add_run_arguments(p, batch=2, repeats=5)
     args = p.parse_args(argv)
     args.model = "koncept512"
     sides = [s for s in SIDES if not (args.no_torch and s[1] == "torch")]
@@ -58,13 +47,8 @@ def main(argv=None) -> int:
             if what in info.get(jax_name, {}) and what in info.get(torch_name, {}):
                 ratios[f"{what}_{jax_name}_over_{torch_name}"] = round(
                     info[jax_name][what]["median_s"] / info[torch_name][what]["median_s"], 3)
-    report = {"benchmark": "glibc malloc settings on/off, interleaved",
-              "command": " ".join(["python", "benchmarks/host_malloc.py",
-                                   *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
-              "cpu": f"{cpu_name()} ({os.cpu_count()} cores)", "model": "koncept512 (MediaEval, random weights)",
-              "size": args.size, "batch": args.batch,
-              "attack": f"plain search {args.tries} tries x {args.steps} steps, no early stop",
-              "threads": {"torch": args.threads, "xla": "all cores (default)"},
+    report = {"benchmark": "glibc malloc settings on/off, interleaved", **xla_flags.run_description("host_malloc.py", args, argv),
+              "model": "koncept512 (MediaEval, random weights)",
               "loadavg_per_round": loads, "sides": {name: {"side": side, "QCAMO_MALLOC_DEFAULTS": switch, **info.get(name, {})}
                                                       for name, side, switch in sides},
               "ratios": ratios}

@@ -200,22 +200,35 @@ def prepare_weights(path: str, size) -> None:
     convert.convert_file(path + ".pth", path + ".safetensors")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["koncept512", "default"], default="koncept512")
+def add_run_arguments(p: argparse.ArgumentParser, batch: int, repeats: int) -> None:
+    """The options :func:`interleave` and the workers read, and ``--no-torch`` / ``--out``, on ``p``."""
     p.add_argument("--size", type=int, nargs=2, default=[384, 512], metavar=("H", "W"))
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--repeats", type=int, default=repeats)
     p.add_argument("--tries", type=int, default=2)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--drop", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--what", nargs="+", default=["grad", "attack"], choices=["grad", "attack"])
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", default=None)
+
+
+def run_description(script: str, args, argv) -> dict:
+    """The report fields every interleaved comparison shares: command, CPU, size, batch, attack, threads."""
+    return {"command": " ".join(["python", f"benchmarks/{script}", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+            "cpu": f"{cpu_name()} ({os.cpu_count()} cores)", "size": args.size, "batch": args.batch,
+            "attack": f"plain search {args.tries} tries x {args.steps} steps, no early stop",
+            "threads": {"torch": args.threads, "xla": "all cores (default)"}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["koncept512", "default"], default="koncept512")
+    add_run_arguments(p, batch=1, repeats=3)
     p.add_argument("--setting", action="append", default=None,
                    help="NAME=XLA_FLAGS (repeatable; the first is the reference). Default: the package's "
                         "default list, jaxlib's own (no flag) and convolutions alone")
-    p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--out", default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--side", default="jax", help=argparse.SUPPRESS)
     p.add_argument("--name", default="", help=argparse.SUPPRESS)
@@ -241,12 +254,8 @@ def main(argv=None) -> int:
         info = interleave([s[:3] for s in sides], args, weights, tmp, reference=settings[0][0], torch_name="torch")
         for name, _, _, flags in sides:
             info.setdefault(name, {})["flags"] = flags
-    report = {"benchmark": "XLA:CPU flag settings, interleaved",
-              "command": " ".join(["python", "benchmarks/xla_flags.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
-              "cpu": f"{cpu_name()} ({os.cpu_count()} cores)", "model": args.model, "size": args.size,
-              "batch": args.batch, "attack": f"plain search {args.tries} tries x {args.steps} steps, no early stop",
-              "threads": {"torch": args.threads, "xla": "all cores (default)"}, "cpu_count": os.cpu_count(),
-              "machine": platform.processor() or platform.machine(),
+    report = {"benchmark": "XLA:CPU flag settings, interleaved", **run_description("xla_flags.py", args, argv),
+              "model": args.model, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
               "loadavg_per_round": info.pop("loadavg_per_round"), "settings": info}
     return emit(report, args.out)
 
