@@ -114,7 +114,11 @@ def skip_reason(path: str | os.PathLike) -> str | None:
 
 def _walk(folder: Path, exclude: Path | None, recursive: bool, ignore: Sequence[str], skipped: SkipLog) -> list[Path]:
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:  # os.walk's onerror: a folder it cannot list, named like a file
+        skipped(Path(exc.filename) if exc.filename else folder, f"cannot read folder ({exc.strerror or exc})")
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=False):
         rootp = Path(root)
         keep = []
         for d in sorted(dirs):

@@ -144,3 +144,26 @@ def test_score_accepts_a_folder(tiny_checkpoint, tmp_path, capsys):
     got = [Path(o["path"]).name for o in json.loads(cap.out)]
     assert got == ["astronaut.png", "chelsea.png", "stereo.mpo"]
     assert "notes.txt: skipped: not an image file" in cap.err
+
+
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    """An unreadable subfolder (or the folder given) gets its own skip line; the rest is still found.
+    The permission error is simulated: tests may run as root, which reads mode-000 folders."""
+    (tmp_path / "locked").mkdir()
+    Image.fromarray(photos.photo("coffee", (32, 32))).save(tmp_path / "locked" / "in.png")
+    Image.fromarray(photos.photo("coffee", (32, 32))).save(tmp_path / "ok.png")
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skipped = []
+    got = discovery.discover_inputs([tmp_path], skipped=lambda p, why: skipped.append((p, why)))
+    assert got == [tmp_path / "ok.png"]
+    assert skipped == [(tmp_path / "locked", "cannot read folder (Permission denied)")]
+    skipped.clear()
+    assert discovery.discover_inputs([tmp_path / "locked"], skipped=lambda p, why: skipped.append((p, why))) == []
+    assert skipped == [(tmp_path / "locked", "cannot read folder (Permission denied)")]
