@@ -17,6 +17,7 @@ runs with other XLA:CPU kernel choices compare row by row.
 
 Usage:
   python benchmarks/conv_layers.py --json benchmarks/results-cpu-conv-layers.json
+  python benchmarks/conv_layers.py --batch 2 --json ...   (each shape at batch 2: how the time scales)
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_convolution,dot python benchmarks/conv_layers.py --json ...
 """
 
@@ -85,6 +86,7 @@ def _torch_padding(pad, kernel) -> tuple[int, int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="384x512", help="H x W of the network's input")
+    p.add_argument("--batch", type=int, default=1, help="images per call (the network is traced at batch 1)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: its own choice)")
     p.add_argument("--json", default=None)
@@ -105,6 +107,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     for (lhs, rhs, strides, pad), count in network_convolutions(size).items():
+        lhs = (args.batch, *lhs[1:])
         x = jnp.asarray(rng.normal(size=lhs), jnp.float32)
         k = jnp.asarray(rng.normal(size=rhs) * 0.1, jnp.float32)
 
@@ -169,7 +172,7 @@ def main(argv=None) -> int:
     from sections.measure import device_info
 
     report = {"command": "python benchmarks/conv_layers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "device": device_info(), "size": list(size), "repeats": args.repeats,
+              "device": device_info(), "size": list(size), "batch": args.batch, "repeats": args.repeats,
               "torch": None if torch is None else torch.__version__, "jax": jax.__version__,
               "total": total, "by_kind": by_kind, "rows": rows}
     return emit(report, args.json)

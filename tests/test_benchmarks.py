@@ -78,3 +78,27 @@ def test_run_py_measures_with_the_package_process_defaults():
     if not expected:
         pytest.skip("the installed jaxlib gets no default flags")
     assert flags.split() == expected
+
+
+def test_alternating_times_interleaves_the_sides_and_reverses_every_other_round():
+    """JAX and PyTorch are timed call by call, not one block each: on a machine whose speed drifts, a
+    block measured in a slow minute set a whole side's figure (benchmarks/RESULTS.md, 2026-12-06)."""
+    from sections.measure import alternating_times, per_round_ratios
+
+    calls = []
+
+    def side(name, seconds):
+        def call():
+            calls.append(name)
+            time.sleep(seconds)
+            return name
+        return call
+
+    timed = alternating_times({"jax": side("jax", 0.002), "torch": side("torch", 0.004)}, repeats=4, warmup=2)
+    assert calls == ["jax", "torch", "torch", "jax",  # two warm-up rounds, alternating too
+                     "jax", "torch", "torch", "jax", "jax", "torch", "torch", "jax"]
+    jax_side, torch_side = timed["jax"], timed["torch"]
+    assert len(jax_side.runs_s) == len(torch_side.runs_s) == len(jax_side.minflt) == 4
+    assert (jax_side.last, torch_side.last) == ("jax", "torch")
+    assert 0.002 <= jax_side.median_s < torch_side.median_s
+    assert per_round_ratios([1.0, 3.0], [2.0, 2.0]) == [0.5, 1.5]

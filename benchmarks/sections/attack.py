@@ -3,17 +3,18 @@
 Data contract: images are ``float32 [B, H, W, 3]`` pixels (0-255), targets ``float32 [B]`` scores.
 :func:`bench_attack` returns seconds (``jax_s``, ``torch_s``, ``ratio``, quantizer and compile times
 apart), gradient-evaluation counts, XLA memory in bytes, and per-image success and L2 of both sides.
+The JAX and PyTorch attacks alternate call by call (:func:`sections.measure.alternating_times`;
+``ratio_per_round``: each round's JAX / PyTorch ratio).
 """
 
 from __future__ import annotations
 
 import contextlib
-import statistics
-import time
 
 import numpy as np
 
-from sections.measure import compile_timed, device_peak_bytes, median_time, xla_memory
+from sections.measure import (alternating_times, compile_timed, device_peak_bytes, median_time, per_round_ratios,
+                              xla_memory)
 from sections.torch_side import _host_numpy, _sync, torch_precision
 
 def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_device, log, precision_spec: str = "fp32") -> dict:
@@ -47,7 +48,40 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
     adv, res = jax.block_until_ready(attack_c(jmodel.variables, xj, tj, None))
     quant_c, quant_compile = compile_timed(quant, jmodel.variables, orig, adv, tj)
     log(f"  attack ({opts.describe()}) compiled: {attack_compile:.1f}s, quantizer {quant_compile:.1f}s")
-    jax_s, jax_runs = median_time(lambda: jax.block_until_ready(attack_c(jmodel.variables, xj, tj, None)), repeats, warmup=0)
+    jax_attack = lambda: jax.block_until_ready(attack_c(jmodel.variables, xj, tj, None))  # noqa: E731
+    torch_out, torch_error = {}, None
+    timed = None
+    if torch_device is not None:
+        import torch
+
+        # torch_search builds its tensors with torch.as_tensor (placed by the device context on a GPU)
+        # and returns .numpy(), which needs host tensors: _host_numpy copies them back (and syncs).
+        def torch_attack():
+            result = torch_search(tmodel, images.astype(np.float32), targets, 2000.0, tries, steps)
+            _sync(torch, torch_device)
+            return result
+
+        try:
+            with torch_precision(torch, opts.matmul), \
+                    (torch.device(torch_device) if torch_device != "cpu" else contextlib.nullcontext()), _host_numpy(torch):
+                if torch_device != "cpu":  # cuDNN autotuning of these shapes happens here, not in the timed run
+                    torch_search(tmodel, images[:b].astype(np.float32), targets, 2000.0, 1, 1)
+                    _sync(torch, torch_device)
+                # The JAX attack already ran once above (its warm-up); the two sides alternate call by call.
+                timed = alternating_times({"jax": jax_attack, "torch": torch_attack}, repeats, warmup=0)
+        except Exception as exc:
+            torch_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    if timed is None:  # no PyTorch side, or it failed: JAX alone
+        jax_s, jax_runs = median_time(jax_attack, repeats, warmup=0)
+    else:
+        jax_s, jax_runs = timed["jax"].median_s, timed["jax"].runs_s
+        torch_s, torch_runs = timed["torch"].median_s, timed["torch"].runs_s
+        adv_t, _, success_t, grads_t = timed["torch"].last
+        torch_out = {"torch_s": torch_s, "torch_runs_s": torch_runs, "torch_grad_evals": int(grads_t),
+                     "jax_minflt_per_run": timed["jax"].minflt, "torch_minflt_per_run": timed["torch"].minflt,
+                     "ratio": jax_s / torch_s, "ratio_per_round": per_round_ratios(jax_runs, torch_runs),
+                     "torch_images_per_s": b / torch_s, "success_attack_torch": np.asarray(success_t).tolist(),
+                     "adv_max_abs_diff_jax_torch": float(np.max(np.abs(np.asarray(adv) - adv_t)))}
     quant_s, _ = median_time(lambda: jax.block_until_ready(quant_c(jmodel.variables, orig, adv, tj)), repeats)
     _, _, qres = quant_c(jmodel.variables, orig, adv, tj)
     out = {"what": "L2 PGD + per-image budget bisection (early stop off), then the DCT quantizer (JAX only)",
@@ -59,34 +93,11 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
            "device_peak_bytes": device_peak_bytes(),
            "success_attack_jax": np.asarray(res.success).tolist(),
            "success_after_dct_quantizer_jax": np.asarray(qres.success).tolist(),
-           "l2_attack_jax": np.round(np.asarray(res.l2), 2).tolist(), "l2_quantized_jax": np.round(np.asarray(qres.l2), 2).tolist()}
+           "l2_attack_jax": np.round(np.asarray(res.l2), 2).tolist(), "l2_quantized_jax": np.round(np.asarray(qres.l2), 2).tolist(),
+           **torch_out}
     if out["jax_memory"]:
         out["jax_memory_per_image_mib"] = out["jax_memory"]["total"] / b / 2**20
-    if torch_device is not None:
-        import torch
-
-        # torch_search builds its tensors with torch.as_tensor (placed by the device context on a GPU)
-        # and returns .numpy(), which needs host tensors: _host_numpy copies them back (and syncs).
-        try:
-            with torch_precision(torch, opts.matmul), \
-                    (torch.device(torch_device) if torch_device != "cpu" else contextlib.nullcontext()), _host_numpy(torch):
-                if torch_device != "cpu":  # cuDNN autotuning of these shapes happens here, not in the timed run
-                    torch_search(tmodel, images[:b].astype(np.float32), targets, 2000.0, 1, 1)
-                    _sync(torch, torch_device)
-                runs = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    adv_t, budget_t, success_t, grads_t = torch_search(tmodel, images.astype(np.float32), targets, 2000.0,
-                                                                       tries, steps)
-                    _sync(torch, torch_device)
-                    runs.append(time.perf_counter() - t0)
-            out["torch_s"], out["torch_runs_s"] = statistics.median(runs), runs
-            out["torch_grad_evals"] = int(grads_t)
-            out["ratio"] = jax_s / out["torch_s"]
-            out["torch_images_per_s"] = b / out["torch_s"]
-            out["success_attack_torch"] = np.asarray(success_t).tolist()
-            out["adv_max_abs_diff_jax_torch"] = float(np.max(np.abs(np.asarray(adv) - adv_t)))
-        except Exception as exc:
-            out["torch_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    if torch_error is not None:
+        out["torch_error"] = torch_error
     log(f"  attack: jax {jax_s:.2f}s + quantizer {quant_s:.2f}s, torch {out.get('torch_s', float('nan')):.2f}s")
     return out

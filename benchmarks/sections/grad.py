@@ -2,15 +2,17 @@
 
 Data contract: :func:`bench_grad` returns ``{"by_batch": [row, ...], "jax_s", "torch_s", "ratio", ...}``
 (seconds per pass over one batch at the largest batch measured; ``ratio = jax_s / torch_s``), each row
-with FLOPs, TFLOP/s, XLA memory in bytes and, on a known GPU, the fraction of its fp32 peak.
+with FLOPs, TFLOP/s, XLA memory in bytes and, on a known GPU, the fraction of its fp32 peak. JAX and
+PyTorch calls alternate (:func:`sections.measure.alternating_times`); ``ratio_per_round`` holds each
+round's JAX / PyTorch ratio.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sections.measure import (Budget, compile_timed, device_peak_bytes, gpu_peak, median_time, xla_flops,
-                              xla_memory)
+from sections.measure import (Budget, alternating_times, compile_timed, device_peak_bytes, gpu_peak,
+                              per_round_ratios, xla_flops, xla_memory)
 from sections.torch_side import torch_grad_step
 
 def bench_grad(tmodel, jmodel, batches, repeats, size, torch_device: str | None, log, budget: "Budget") -> dict:
@@ -35,9 +37,14 @@ def bench_grad(tmodel, jmodel, batches, repeats, size, torch_device: str | None,
         x = rng.uniform(0, 255, (b, h, w, 3)).astype(np.float32)
         xj = jax.device_put(jnp.asarray(x))
         compiled, compile_s = compile_timed(grad_fn, jmodel.variables, xj)
-        jax_s, jax_runs = median_time(lambda: jax.block_until_ready(compiled(jmodel.variables, xj)), repeats)
+        sides = {"jax": lambda: jax.block_until_ready(compiled(jmodel.variables, xj))}
+        if tstep is not None:
+            sides["torch"] = lambda: tstep(x)
+        timed = alternating_times(sides, repeats, warmup=2)  # JAX and PyTorch call by call, not one block each
+        jax_s, jax_runs = timed["jax"].median_s, timed["jax"].runs_s
         flops = compiled.hlo_flops
-        row = {"batch": b, "jax_s": jax_s, "jax_runs_s": jax_runs, "jax_compile_s": compile_s,
+        row = {"batch": b, "jax_s": jax_s, "jax_runs_s": jax_runs, "jax_minflt_per_run": timed["jax"].minflt,
+               "jax_compile_s": compile_s,
                "jax_images_per_s": b / jax_s, "flops": flops, "flops_compiled_cost_analysis": xla_flops(compiled),
                "jax_tflops_per_s": flops / jax_s / 1e12 if flops else None,
                "jax_memory": xla_memory(compiled), "device_peak_bytes": device_peak_bytes()}
@@ -47,8 +54,10 @@ def bench_grad(tmodel, jmodel, batches, repeats, size, torch_device: str | None,
             row["fraction_of_peak_fp32"] = flops / jax_s / 1e12 / peak["fp32"]
         if tstep is not None:
             xt = x
-            row["torch_s"], row["torch_runs_s"] = median_time(lambda: tstep(xt), repeats)
+            row["torch_s"], row["torch_runs_s"] = timed["torch"].median_s, timed["torch"].runs_s
+            row["torch_minflt_per_run"] = timed["torch"].minflt
             row["ratio"] = row["jax_s"] / row["torch_s"]
+            row["ratio_per_round"] = per_round_ratios(jax_runs, row["torch_runs_s"])
             if torch_device == "cuda":
                 import torch
 

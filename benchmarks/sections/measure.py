@@ -7,8 +7,10 @@ TFLOP/s from NVIDIA's data sheets. Every timed function must itself block until 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
+import resource
 import statistics
 import time
 from typing import Any, Callable
@@ -35,6 +37,51 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[f
         fn()
         runs.append(time.perf_counter() - t0)
     return statistics.median(runs), runs
+
+
+@dataclasses.dataclass
+class Timed:
+    """One side of :func:`alternating_times`: median and per-round wall seconds, the minor page faults
+    of each timed call (this process's, ``getrusage``: a call that gets fresh memory from the kernel
+    shows here) and the last call's result."""
+
+    median_s: float
+    runs_s: list[float]
+    minflt: list[int]
+    last: Any
+
+
+def alternating_times(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, Timed]:
+    """Time several calls side by side, round by round: ``{name: Timed}``.
+
+    Warm-up and timed rounds alike call each side once, in the given order when the round's index is
+    even and in reverse when odd, so that a machine whose speed drifts during the run (a shared host:
+    this suite's CPUs drift by +-10% within minutes, benchmarks/RESULTS.md) weighs on every side alike
+    and no side always runs right after the same other one. In one process the sides share the heap:
+    a side's first calls after another's may find its freed memory taken and fault in fresh pages, so
+    two warm-up rounds let the heap settle before timing (``minflt`` shows what remains).
+    """
+    names = list(calls)
+    last: dict[str, Any] = {}
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    faults: dict[str, list[int]] = {name: [] for name in names}
+    for r in range(-warmup, repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            result = calls[name]()
+            seconds, flt = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            if r == repeats - 1:
+                last[name] = result
+            del result  # kept only from the last round: results held across the other side's call fragment the heap
+            if r >= 0:
+                runs[name].append(seconds)
+                faults[name].append(flt)
+    return {name: Timed(statistics.median(runs[name]), runs[name], faults[name], last.get(name)) for name in names}
+
+
+def per_round_ratios(numerator: list[float], denominator: list[float]) -> list[float]:
+    """``numerator[i] / denominator[i]``: two sides' runs of :func:`alternating_times`, round by round."""
+    return [round(a / b, 4) for a, b in zip(numerator, denominator)]
 
 
 def compile_timed(jitted, *args, **kwargs):
