@@ -28,15 +28,10 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 
 
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
-    """Median wall time of ``fn()`` (which must block until its result is ready) after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs), runs
+    """Median wall time of ``fn()`` (which must block until its result is ready) after ``warmup`` calls:
+    :func:`alternating_times` with one side."""
+    timed = alternating_times({"fn": fn}, repeats, warmup)["fn"]
+    return timed.median_s, timed.runs_s
 
 
 @dataclasses.dataclass
