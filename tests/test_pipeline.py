@@ -134,6 +134,28 @@ def test_stale_temporary_files_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
 
 
+def test_processes_preparing_one_folder_at_once_never_fail(tmp_path):
+    # The processes of a multi-host run each prepare the shared output folder: one's writability probe
+    # must never be swept as another's leftover (it once was, failing a --resume as "not writable").
+    import threading
+
+    errors = []
+
+    def prepare():
+        for _ in range(300):
+            try:
+                pipeline.prepare_output_dir(tmp_path)
+            except QcamoError as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=prepare) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------- odd inputs -> RGB
 
 

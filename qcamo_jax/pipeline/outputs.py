@@ -99,8 +99,8 @@ def check_inputs_spared(out: Path, specs: Sequence[str | os.PathLike], paths: Se
     out_r = resolve_path(Path(out))
     for spec in specs:
         if Path(spec).is_dir() and resolve_path(Path(spec)) == out_r:
-            raise QcamoError(f"is also an input folder: outputs would be written among the inputs (and taken as "
-                             f"inputs by the next run); choose another --out", out)
+            raise QcamoError("is also an input folder: outputs would be written among the inputs (and taken as "
+                             "inputs by the next run); choose another --out", out)
     inputs = {resolve_path(Path(p)): Path(p) for p in paths}
     for name in names:
         hit = inputs.get(out_r / name)
@@ -125,10 +125,12 @@ def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise QcamoError(f"cannot create output folder ({exc.strerror or exc})", out) from None
+    # The probe is an unnamed file (O_TMPFILE; elsewhere a "tmpXXXX" name unlinked at once): a named
+    # ".*.tmp" probe could be swept as a leftover by another process of the same run (below) between
+    # its creation and removal, and that process's run would then fail as "not writable".
     try:
-        fd, probe = tempfile.mkstemp(prefix=".qcamo-probe.", suffix=".tmp", dir=out)
-        os.close(fd)
-        os.unlink(probe)
+        with tempfile.TemporaryFile(dir=out):
+            pass
     except OSError as exc:
         raise QcamoError(f"output folder is not writable ({exc.strerror or exc})", out) from None
     # Leftovers of a run killed while writing: fileio.atomic_write's ".<name>.<random>.tmp" files.
