@@ -130,7 +130,7 @@ def test_progress_bar_never_passes_its_total(seed, capsys):
     total = sum(sizes) + refused
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tqdm's clamping warning fails the test
-        progress = Progress(total, bar=True)
+        progress = Progress(total, bar=True, terminal=True)
         positions = [progress._bar.n]
         if refused:
             progress.images([{"path": f"bad{i}", "error": "not an image"} for i in range(refused)], instant=True)
@@ -152,6 +152,33 @@ def test_progress_bar_never_passes_its_total(seed, capsys):
     assert positions == sorted(positions) and max(positions) <= total
     assert positions[-1] == total
     capsys.readouterr()
+
+
+def test_no_bar_when_stderr_is_not_a_terminal(capsys):
+    """On a log file or a pipe the bar's carriage-return redraws would fill the log: no bar then, and one
+    plain line each time a batch's images finish (refusals and reuse print none); on a terminal the
+    bar and no such lines. --quiet (bar=False) prints neither."""
+    from qcamo_jax.pipeline.progress import Progress
+
+    def run(**kw):
+        progress = Progress(5, **kw)
+        progress.images([{"path": "bad", "error": "not an image"}], instant=True)
+        for size in (2, 2):
+            progress.batch_start(size, 10)
+            for _ in range(10):
+                progress.units(1)
+            progress.images([{"path": "x"}] * size)
+        progress.close([], 0)
+        return capsys.readouterr().err
+
+    log = run(bar=True, terminal=False)
+    assert "\r" not in log and "img [" not in log
+    lines = log.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("qcamo: 3/5 images done, about ") and lines[0].endswith(" left")
+    assert lines[1] == "qcamo: 5/5 images done"
+    shown = run(bar=True, terminal=True)
+    assert "img [" in shown and "images done" not in shown
+    assert run(bar=False, terminal=False) == ""
 
 
 def test_reached_target_needs_every_check():

@@ -7,7 +7,9 @@ compiled program, reported from the device by :func:`jax.debug.callback`, see
 them into
 
 * a tqdm bar in images (fractional inside a batch: ``units done / units expected`` of the batch's
-  images) with rate and ETA, compilation time excluded from the ETA;
+  images) with rate and ETA, compilation time excluded from the ETA, when stderr is a terminal; when it
+  is not (a log file, a pipe) no bar is drawn (its carriage-return redraws would fill the log) and a
+  plain line is printed instead each time images finish (``qcamo: 8/32 images done, about 5 min left``);
 * one stderr line per compilation (with its duration) and per refused input;
 * JSON lines in ``log_json`` (one object per line, ``"event"`` and ``"time"`` (s since the run
   started) in each): ``start``, ``compile_start``, ``compile_end``, ``progress`` (at most every 10% of
@@ -42,19 +44,22 @@ class Progress:
 
     Args:
       total: number of input images.
-      bar: show the tqdm bar and the compile lines on stderr.
+      bar: show progress (the tqdm bar, or plain lines on a stderr that is not a terminal) and the compile
+        lines on stderr.
       log: where one-line messages go (refusals, compile lines, the final table).
       log_json: path of the JSON-lines event log, or ``None``.
       enabled: ``False`` on the non-main processes of a multi-host run: nothing is shown or written.
+      terminal: whether stderr is a terminal (the bar) or not (plain lines); ``None``: ask stderr.
     """
 
     def __init__(self, total: int, *, bar: bool = True, log: Callable[[str], None] | None = None,
-                 log_json: str | os.PathLike | None = None, enabled: bool = True):
+                 log_json: str | os.PathLike | None = None, enabled: bool = True, terminal: bool | None = None):
         from tqdm import tqdm
 
         self.enabled = enabled
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.show = bar and enabled
+        self.terminal = _is_terminal(sys.stderr) if terminal is None else bool(terminal)
         self._t0 = time.perf_counter()
         self._lock = threading.Lock()
         self._json = None
@@ -63,7 +68,7 @@ class Progress:
                 self._json = open(log_json, "a", encoding="utf-8")
             except OSError as exc:
                 raise QcamoError(f"cannot write the --log-json file ({exc.strerror or exc})", log_json) from None
-        self._bar = tqdm(total=total, unit="img", desc="attack", disable=not self.show, file=sys.stderr,
+        self._bar = tqdm(total=total, unit="img", desc="attack", disable=not (self.show and self.terminal), file=sys.stderr,
                          dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}]")
         self.total = total
         self.done = 0.0  # images finished (whole batches)
@@ -110,7 +115,7 @@ class Progress:
         self._compile_seconds += seconds
         self.message(f"qcamo: compiled in {seconds:.1f} s")
         self.event("compile_end", width=int(shape[1]), height=int(shape[0]), batch=int(batch), seconds=round(seconds, 3))
-        if self.show:
+        if self.show and self.terminal:
             self._bar.unpause()  # the ETA counts attack time only, not the compilation
 
     def batch_start(self, images: int, units: int) -> None:
@@ -153,15 +158,18 @@ class Progress:
         if self._compiling is not None:  # an engine that reports no units
             self.compile_end(*self._compiling)
         with self._lock:
-            if instant:  # reused or refused: no batch of theirs was shown
-                partial = 0.0
-            elif self._awaiting:  # the oldest batch still waiting for its records
-                partial = self._awaiting.popleft()
-            else:
-                partial, self._shown_in_batch, self._batch_images = self._shown_in_batch, 0.0, 0
+            # Their batch's shown part becomes whole images (none was shown for reused or refused ones).
+            if not instant and self._awaiting:  # the oldest batch still waiting for its records
+                self._awaiting.popleft()
+            elif not instant:  # the batch on the device
+                self._shown_in_batch, self._batch_images = 0.0, 0
             self.done += len(records)
             worked = self._worked()
             self._show(worked)
+        if self.show and not self.terminal and not instant:  # the bar's place in a log: one line per batch
+            eta = self._eta(worked)
+            left = "" if eta is None or self.done >= self.total else f", about {_duration(eta)} left"
+            self.message(f"qcamo: {self.done:.0f}/{self.total} images done{left}")
         for r in records:
             if r.get("error") is not None:
                 self.event("image_failed", path=r.get("path"), error=r.get("error"))
@@ -225,6 +233,22 @@ class Progress:
         if self._json is not None:
             self._json.close()
             self._json = None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``5 min``, ``2.5 h``: an ETA for a log line."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def missed_table(records: Sequence[Mapping[str, Any]], target: float | None) -> list[str]:
