@@ -4,8 +4,9 @@ Each subcommand lives in ``qcamo_jax/commands/<name>.py`` and exposes ``add_argu
 ``run(args) -> int``; heavy imports (JAX, the models) happen inside ``run`` so ``qcamo --help`` is fast.
 Any :class:`qcamo_jax.errors.QcamoError` that escapes a command is printed as one line
 (``qcamo: error: <file>: <problem>``) with exit code 2, never as a traceback. A warning about an input
-file (:class:`qcamo_jax.imageio.ImageFileWarning`: a damaged PNG text chunk ignored, a file of a folder
-skipped) is printed as one line, ``qcamo: warning: <file>: <problem>``. A bad option value is
+file (:class:`qcamo_jax.imageio.ImageFileWarning`: a damaged PNG text chunk ignored) is printed as one
+line, ``qcamo: warning: <file>: <problem>``; a file of a folder skipped, like an input a command refuses,
+as ``qcamo: skipped <file>: <reason>`` (:func:`qcamo_jax.errors.skip_line`). A bad option value is
 refused while parsing, as one line naming the option, also with exit code 2
 (:mod:`qcamo_jax.commands.options`). Exit codes are defined in :mod:`qcamo_jax.exitcodes`.
 """
@@ -55,10 +56,13 @@ def _command_module(name: str):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
-    """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``); others as usual."""
-    from qcamo_jax.imageio import ImageFileWarning
+    """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``, or
+    :func:`~qcamo_jax.errors.skip_line` for a skipped one); others as usual."""
+    from qcamo_jax.errors import ImageFileWarning, InputSkipped, skip_line
 
-    if issubclass(category, ImageFileWarning):
+    if issubclass(category, InputSkipped) and isinstance(message, InputSkipped):
+        print(skip_line(message.path, message.reason), file=file or sys.stderr)
+    elif issubclass(category, ImageFileWarning):
         print(f"qcamo: warning: {message}", file=file or sys.stderr)
     else:
         _default(message, category, filename, lineno, file, line)

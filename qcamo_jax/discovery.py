@@ -14,7 +14,7 @@ Not image files: formats Pillow only stubs (BUFR, GRIB, HDF5, WMF/EMF: they need
 does not have), MPEG (Pillow reads the size only), EPS when Ghostscript is missing, and anything no
 plugin recognises. Hidden entries (a name starting with ``.``) and the output folder are never read.
 Every file or folder of a folder that is skipped is named with its reason through ``skipped`` (by
-default an :class:`qcamo_jax.imageio.ImageFileWarning`, printed by the CLI as one line).
+default an :class:`qcamo_jax.errors.InputSkipped` warning, printed by the CLI as one line).
 
 Files named explicitly, and files a glob pattern matches, are always kept: a typo or a damaged file
 is then refused with its reason by :func:`qcamo_jax.imageio.load_rgb`, never dropped silently.
@@ -29,14 +29,14 @@ import fnmatch
 import functools
 import glob
 import os
-import struct
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from PIL import EpsImagePlugin, Image, ImageFile
 
-from qcamo_jax.errors import ImageFileWarning
+from qcamo_jax.errors import InputSkipped
+from qcamo_jax.imagefile import HEAD_BYTES, header_format, unsupported_format
 
 #: ``skipped(path, reason)``: told about every entry of a folder that is not read.
 SkipLog = Callable[[Path, str], None]
@@ -46,7 +46,7 @@ _SIZE_ONLY = {"MPEG": "Pillow reads only the size of MPEG video"}
 
 
 def _warn_skipped(path: Path, reason: str) -> None:
-    warnings.warn(ImageFileWarning(f"{path}: skipped: {reason}"), stacklevel=3)
+    warnings.warn(InputSkipped(path, reason), stacklevel=3)
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,25 +69,6 @@ def image_extensions() -> frozenset[str]:
     return frozenset(_formats()[0])
 
 
-def header_format(path: str | os.PathLike) -> str | None:
-    """The Pillow format whose ``accept`` test recognises the file's first 16 bytes, or None.
-
-    Raises:
-      OSError: the file cannot be read.
-    """
-    with open(path, "rb") as f:
-        prefix = f.read(16)
-    Image.init()
-    for fmt in Image.ID:
-        accept = Image.OPEN[fmt][1]
-        try:
-            if accept is not None and prefix and accept(prefix):
-                return fmt
-        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open tolerates from accept
-            continue
-    return None
-
-
 def skip_reason(path: str | os.PathLike) -> str | None:
     """Why a file found in a folder is not an image file (None if it is one: see the module docstring)."""
     p = Path(path)
@@ -105,6 +86,13 @@ def skip_reason(path: str | os.PathLike) -> str | None:
     except OSError as exc:
         return f"cannot read it to tell whether it is an image ({exc.strerror or exc})"
     if fmt is None:
+        try:
+            with open(p, "rb") as f:
+                known = unsupported_format(f.read(HEAD_BYTES))
+        except OSError as exc:
+            return f"cannot read it to tell whether it is an image ({exc.strerror or exc})"
+        if known is not None:
+            return f"not an image file: {known}"
         kind = f"extension {ext}" if ext else "no extension"
         return f"not an image file ({kind}, and no Pillow plugin recognises its first bytes)"
     if fmt in undecodable:
@@ -176,7 +164,7 @@ def discover_inputs(specs: Sequence[str | os.PathLike], exclude: str | os.PathLi
       ignore: file-name patterns (``fnmatch``, lower case) left out of folders silently: a command's
         own reports (``report.json``, ``summary*.png``...).
       skipped: ``skipped(path, reason)`` for every entry of a folder that is not taken; default: an
-        :class:`~qcamo_jax.imageio.ImageFileWarning` per entry.
+        :class:`~qcamo_jax.errors.InputSkipped` warning per entry.
 
     Returns:
       Paths in the order given, folders' contents sorted, each file once (by resolved path).

@@ -2,7 +2,9 @@
 
 The CLI turns any :class:`QcamoError` into ``qcamo: error: <message>`` and exit code 2, without a
 traceback. Library code raises these for problems with user-supplied files; programming errors stay
-ordinary exceptions.
+ordinary exceptions. An input that a command leaves out while the rest goes on (refused when read, or a
+file of a folder that is not an image) is named in one line of one format in every command,
+:func:`skip_line`: ``qcamo: skipped <file>: <reason>``.
 """
 
 from __future__ import annotations
@@ -37,4 +39,25 @@ class JpegCoefficientError(QcamoError, ValueError):
 
 class ImageFileWarning(UserWarning):
     """An input file was read despite a defect, or a file of a folder was skipped (one line naming the
-    file); issued through :mod:`warnings` and printed by the CLI as ``qcamo: warning: <file>: <problem>``."""
+    file); issued through :mod:`warnings` and printed by the CLI as ``qcamo: warning: <file>: <problem>``
+    (:class:`InputSkipped`: as :func:`skip_line`)."""
+
+
+class InputSkipped(ImageFileWarning):
+    """A file or folder found in a folder is not read (not an image file, hidden, unreadable...).
+
+    ``str()`` is ``<path>: <reason>``; the CLI prints it as :func:`skip_line` does.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = os.fspath(path), " ".join(str(reason).split())
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+def skip_line(path: str | os.PathLike, reason: str) -> str:
+    """The one line naming an input left out of a run and why: ``qcamo: skipped <path>: <reason>``.
+
+    Used by every command (``attack``, ``score``, ``evaluate``, folder discovery), so a script can grep
+    one format.
+    """
+    return f"qcamo: skipped {os.fspath(path)}: {' '.join(str(reason).split())}"

@@ -15,16 +15,13 @@ For a re-encoder set (:mod:`qcamo_jax.jpeg.reencoders`, the quantizers' ``surviv
 
 A file succeeds for a column when its score is below its target ``T``. Targets are either fixed
 (``--target 50``) or relative to each original's own score (``T_i = score(original_i) - delta``), the
-latter for random or tiny models whose scores mean nothing. The summary gives the success rate of
-each column (the paper's P_png / P_jpg) and the mean distortion.
+latter for random or tiny models whose scores mean nothing. :mod:`qcamo_jax.evaluation_report` sums the
+rows up (the success rate of each column, the paper's P_png / P_jpg, and the mean distortion) and writes
+them.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
@@ -33,9 +30,9 @@ import numpy as np
 
 from qcamo_jax.discovery import discover_inputs, resolve_path
 from qcamo_jax.errors import QcamoError
-from qcamo_jax.fileio import atomic_write
 from qcamo_jax.display import format_size
 from qcamo_jax.imageio import load_rgb
+from qcamo_jax.evaluation_report import Row
 from qcamo_jax.report import read_records
 
 #: Files that qcamo's own runs leave in a folder, never evaluated (``fnmatch`` patterns): the reports of
@@ -44,20 +41,6 @@ OWN_FILES = ("report.json", "report.csv", "summary*.png", "evaluation.csv", "eva
 
 #: ``name -> reencode(path) -> uint8 [H, W, 3]``: re-encode a file at the evaluation quality, decode it.
 ReencodeFn = Callable[[str], np.ndarray]
-
-
-class Row(NamedTuple):
-    """One evaluated file. Scores in model units; ``jpg`` maps encoder name -> score after it."""
-
-    file: str
-    original: str
-    target: float
-    score_original: float
-    score_png: float
-    jpg: dict
-    l2: float
-    psnr: float
-    ssim: float
 
 
 def list_images(folder: str | os.PathLike, ignore: Sequence[str] = OWN_FILES, skipped=None) -> list[Path]:
@@ -243,6 +226,7 @@ def evaluate_files(
     reencoders: Mapping[str, ReencodeFn],
     target: float | None = 50.0,
     relative: float | None = None,
+    skipped: Callable[[Path, str], None] | None = None,
 ) -> list[Row]:
     """Evaluate attacked files against their originals.
 
@@ -253,23 +237,39 @@ def evaluate_files(
       reencoders: ``name -> reencode(path) -> uint8 [H, W, 3]`` (see :mod:`qcamo_jax.jpeg.encoders`).
       target: fixed target score T (ignored when ``relative`` is given).
       relative: if set, ``T_i = score(original_i) - relative``.
+      skipped: ``skipped(file, reason)`` for a pair that cannot be evaluated (either file unreadable or
+        not an image, sizes that differ, a re-encoder that fails on the file); the others are still
+        evaluated. ``None``: such a pair raises instead.
 
     Returns:
-      One :class:`Row` per file.
+      One :class:`Row` per file evaluated, in the order given.
+
+    Raises:
+      QcamoError: a pair that cannot be evaluated, when ``skipped`` is ``None``.
     """
     from qcamo_jax import metrics
 
-    saved = [load_rgb(f) for f in files]
-    orig = [load_rgb(o) for o in originals]
-    for f, a, o in zip(files, saved, orig):
-        if a.shape != o.shape:
-            raise QcamoError(f"size {format_size(a.shape[1], a.shape[0])} differs from its original's "
-                             f"{format_size(o.shape[1], o.shape[0])}", f)
+    saved, orig, jpgs, kept = [], [], {name: [] for name in reencoders}, []
+    for f, o in zip(files, originals):
+        try:
+            a, b = _load_pair(f, o)
+            reencoded = {name: reencode(os.fspath(f)) for name, reencode in reencoders.items()}
+        except (QcamoError, OSError, RuntimeError) as exc:  # RuntimeError: ImageMagick failed on the file
+            if skipped is None:
+                raise
+            skipped(Path(f), _pair_failure(exc, f))
+            continue
+        saved.append(a)
+        orig.append(b)
+        for name, pixels in reencoded.items():
+            jpgs[name].append(pixels)
+        kept.append((Path(f), Path(o)))
+    if not kept:
+        return []
+    files, originals = [f for f, _ in kept], [o for _, o in kept]
     s_orig = score(orig)
     s_png = score(saved)
-    s_jpg = {}
-    for name, reencode in reencoders.items():
-        s_jpg[name] = score([reencode(os.fspath(f)) for f in files])
+    s_jpg = {name: score(pixels) for name, pixels in jpgs.items()}
     rows = []
     for i, (f, o) in enumerate(zip(files, originals)):
         a, b = saved[i][None], orig[i][None]
@@ -290,89 +290,23 @@ def evaluate_files(
     return rows
 
 
-def summarize(rows: Sequence[Row]) -> dict:
-    """Success rates (``P_png``, ``P_jpg`` per encoder, in [0, 1]) and mean distortion."""
-    n = len(rows)
-    if n == 0:
-        return {"n": 0}
-    names = list(rows[0].jpg)
-    finite_psnr = [r.psnr for r in rows if math.isfinite(r.psnr)]
-    return {
-        "n": n,
-        "P_png": sum(r.score_png < r.target for r in rows) / n,
-        "P_jpg": {k: sum(r.jpg[k] < r.target for r in rows) / n for k in names},
-        "mean_score_png": float(np.mean([r.score_png for r in rows])),
-        "mean_score_jpg": {k: float(np.mean([r.jpg[k] for r in rows])) for k in names},
-        "mean_l2": float(np.mean([r.l2 for r in rows])),
-        "mean_psnr": float(np.mean(finite_psnr)) if finite_psnr else float("inf"),
-        "mean_ssim": float(np.mean([r.ssim for r in rows])),
-    }
+def _load_pair(file: Path, original: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Both images' sRGB pixels; a :class:`QcamoError` naming the attacked file if they differ in size."""
+    a, b = load_rgb(file), load_rgb(original)
+    if a.shape != b.shape:
+        raise QcamoError(f"size {format_size(a.shape[1], a.shape[0])} differs from its original's "
+                         f"{format_size(b.shape[1], b.shape[0])}", file)
+    return a, b
 
 
-def format_table(rows: Sequence[Row], summary: Mapping) -> str:
-    """Human-readable tables that fit :data:`qcamo_jax.display.TABLE_WIDTH` columns (the CSV has every number).
-
-    First table, one line per file: its target, the score of the original, of the file as saved
-    (``png``) and the worst score after re-encoding (``worst jpg``: the highest over the encoders),
-    how many encoders leave it below T, and the distortion; then an ``all`` line with the success
-    rates. Second table, one line per encoder: its success rate ``P_jpg`` and mean score.
-    """
-    from qcamo_jax.display import table
-
-    names = list(rows[0].jpg) if rows else []
-    n = len(names)
-    lines = []
-    for r in rows:
-        below = sum(v < r.target for v in r.jpg.values())
-        worst = max(r.jpg.values()) if names else float("nan")
-        lines.append([r.file, f"{r.target:.1f}", f"{r.score_original:.1f}", f"{r.score_png:.1f}", f"{worst:.1f}",
-                      f"{below}/{n}", f"{r.l2:.0f}", f"{r.psnr:.2f}", f"{r.ssim:.4f}"])
-    if rows:
-        all_below = sum(all(v < r.target for v in r.jpg.values()) for r in rows)
-        lines.append([f"all ({len(rows)} files)", "", "", f"{100 * summary['P_png']:.0f}%", "",
-                      f"{100 * all_below / len(rows):.0f}%", f"{summary['mean_l2']:.0f}", f"{summary['mean_psnr']:.2f}",
-                      f"{summary['mean_ssim']:.4f}"])
-    head = ["file", "T", "orig", "png", "worst jpg", "encoders < T", "L2", "PSNR", "SSIM"]
-    text = table(head, lines)
-    if names:
-        per = [[k, f"{100 * summary['P_jpg'][k]:.0f}%", f"{summary['mean_score_jpg'][k]:.2f}"] for k in names]
-        text += "\n\n" + table(["re-encoder", "P_jpg (below T)", "mean score"], per)
-    return text
-
-
-def to_csv(rows: Sequence[Row]) -> str:
-    """Per-file CSV: file, original, target, scores (original, png, one column per encoder), distortion."""
-    names = list(rows[0].jpg) if rows else []
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "original", "target", "score_original", "score_png"] + [f"score_jpg_{k}" for k in names] + ["l2", "psnr", "ssim"])
-    for r in rows:
-        w.writerow(
-            [r.file, r.original, f"{r.target:.4f}", f"{r.score_original:.4f}", f"{r.score_png:.4f}"]
-            + [f"{r.jpg[k]:.4f}" for k in names]
-            + [f"{r.l2:.4f}", f"{r.psnr:.4f}", f"{r.ssim:.6f}"]
-        )
-    return buf.getvalue()
-
-
-def to_json(rows: Sequence[Row], summary: Mapping, meta: Mapping | None = None) -> str:
-    def clean(v):
-        return None if isinstance(v, float) and not math.isfinite(v) else v
-
-    payload = {
-        "meta": dict(meta or {}),
-        "summary": {k: clean(v) for k, v in summary.items()},
-        "files": [{k: clean(v) for k, v in r._asdict().items()} for r in rows],
-    }
-    return json.dumps(payload, indent=2, allow_nan=False)
-
-
-def write_reports(out_stem: str | os.PathLike, rows: Sequence[Row], summary: Mapping, meta: Mapping | None = None) -> tuple[Path, Path]:
-    """Write ``<stem>.csv`` and ``<stem>.json`` atomically; return their paths."""
-    stem = Path(out_stem)
-    csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
-    with atomic_write(csv_path, "w") as f:
-        f.write(to_csv(rows))
-    with atomic_write(json_path, "w") as f:
-        f.write(to_json(rows, summary, meta))
-    return csv_path, json_path
+def _pair_failure(exc: BaseException, file: Path) -> str:
+    """The reason a pair cannot be evaluated, naming the original when it is the original's fault."""
+    if isinstance(exc, QcamoError):
+        reason, where = exc.message, exc.path
+    elif isinstance(exc, OSError):
+        reason, where = f"cannot read ({exc.strerror or exc})", exc.filename
+    else:
+        reason, where = " ".join(str(exc).split()), None
+    if where is not None and os.fspath(where) != os.fspath(file):
+        return f"its original {where}: {reason}"
+    return reason

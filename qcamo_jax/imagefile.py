@@ -11,6 +11,7 @@ issues :class:`qcamo_jax.errors.ImageFileWarning` when it drops damaged ancillar
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
 import warnings
@@ -22,6 +23,8 @@ from qcamo_jax.errors import ImageFileError, ImageFileWarning
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+#: Bytes of a file's start that :func:`unsupported_format` looks at.
+HEAD_BYTES = 256
 _UNSUPPORTED_MAGIC = (
     (re.compile(rb"^....ftyp(heic|heix|hevc|heim|heis|hevm|hevs|mif1|msf1)", re.S), "HEIC/HEIF (Pillow needs the pillow-heif plugin)"),
     (re.compile(rb"^(\xff\x0a|\x00\x00\x00\x0cJXL \r\n\x87\n)", re.S), "JPEG XL (not supported by Pillow)"),
@@ -39,8 +42,6 @@ def open_image(path: str) -> Image.Image:
     except (OSError, EOFError, struct.error) as exc:
         if getattr(exc, "errno", None) is not None:
             raise  # a real I/O error: "cannot read (...)"
-        from qcamo_jax.discovery import header_format
-
         raise ImageFileError(load_failure(header_format(path) or "image", exc), path) from None
     with open(path, "rb") as f:
         head = f.read(len(_PNG_SIGNATURE))
@@ -131,10 +132,41 @@ def why_unidentified(data: bytes) -> str:
             reasons.append(f"{fmt}: Pillow recognises the format but refused the file")
     if reasons:
         return "damaged or unsupported image (" + "; ".join(reasons) + ")"
-    for pattern, name in _UNSUPPORTED_MAGIC:
-        if pattern.match(data[:256]):
-            return f"not readable: {name}"
+    name = unsupported_format(data)
+    if name is not None:
+        return f"not readable: {name}"
     return f"not an image (format not recognised; it starts with {data[:8]!r})"
+
+
+def header_format(path: str | os.PathLike) -> str | None:
+    """The Pillow format whose ``accept`` test recognises the file's first 16 bytes, or None.
+
+    Raises:
+      OSError: the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and prefix and accept(prefix):
+                return fmt
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open tolerates from accept
+            continue
+    return None
+
+
+def unsupported_format(data: bytes) -> str | None:
+    """What a file no Pillow plugin opens is, from its first bytes (HEIC, JPEG XL, PDF, SVG), or ``None``.
+
+    Args:
+      data: the file's first bytes (:data:`HEAD_BYTES` are enough).
+    """
+    for pattern, name in _UNSUPPORTED_MAGIC:
+        if pattern.match(data[:HEAD_BYTES]):
+            return name
+    return None
 
 
 def _pillow_reason(exc: BaseException) -> str:

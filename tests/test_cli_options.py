@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qcamo_jax import cli, display, evaluate
+from qcamo_jax import cli, display, evaluate, evaluation_report
 from qcamo_jax.commands import options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def test_evaluate_table_fits_100_columns():
     rows = [evaluate.Row(file=f"{'very_long_photo_name_' * 5}{i}.jpg", original=f"o{i}.png", target=50.0,
                          score_original=77.123, score_png=49.01, jpg={k: 48.0 + i + j / 10 for j, k in enumerate(names)},
                          l2=1234.5, psnr=float("inf") if i else 38.46, ssim=0.97312) for i in range(3)]
-    text = evaluate.format_table(rows, evaluate.summarize(rows))
+    text = evaluation_report.format_table(rows, evaluation_report.summarize(rows))
     lines = text.splitlines()
     assert max(map(len, lines)) <= display.TABLE_WIDTH, text
     # Every file and every encoder is on its own line; the file names are shortened in the middle.

@@ -58,12 +58,25 @@ def test_score_bad_files_are_reported_and_others_scored(tiny_file, images, capsy
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 2 and "Traceback" not in captured.err
-    assert err[0].startswith(f"qcamo: error: {images['not_image']}: not an image")
-    assert err[1].startswith(f"qcamo: error: {images['too_small']}: 60 x 40 pixels (W x H) is smaller than the model's "
+    assert err[0].startswith(f"qcamo: skipped {images['not_image']}: not an image")
+    assert err[1].startswith(f"qcamo: skipped {images['too_small']}: 60 x 40 pixels (W x H) is smaller than the model's "
                              "minimum 75 x 75 pixels (W x H)")
     lines = captured.out.strip().splitlines()
     assert len(lines) == 2 and lines[0].endswith(str(images["astronaut"]))
     float(lines[0].split()[0])
+
+
+def test_score_with_no_valid_input_exits_2_as_attack_does(tiny_file, images, capsys):
+    """Nothing scored is "nothing run" (exit 2, qcamo_jax.exitcodes), the code ``qcamo attack`` gives; each
+    refused file still gets its own skip line first."""
+    path, _ = tiny_file
+    files = [str(images["not_image"]), str(images["too_small"])]
+    assert cli.main(["score", "--model", str(path), *files]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert [line.split(":")[0] for line in err] == ["qcamo", "qcamo", "qcamo"]
+    assert err[0].startswith(f"qcamo: skipped {files[0]}: ") and err[1].startswith(f"qcamo: skipped {files[1]}: ")
+    assert err[2] == "qcamo: error: no valid input image (2 refused)" and captured.out == ""
 
 
 def test_score_tiny_random_and_missing_model(images, capsys, tmp_path):

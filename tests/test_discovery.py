@@ -15,6 +15,7 @@ from PIL import Image
 
 import photos
 from qcamo_jax import cli, discovery, evaluate, pipeline
+from qcamo_jax.errors import InputSkipped
 from qcamo_jax.imageio import ImageFileWarning
 
 CASES = Path(__file__).parent / "data" / "cases"
@@ -112,10 +113,11 @@ def test_default_log_is_one_warning_per_skipped_file(folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipeline.discover_inputs([root])  # still importable from pipeline
-    msgs = [str(w.message) for w in caught if issubclass(w.category, ImageFileWarning)]
+    msgs = [w.message for w in caught if issubclass(w.category, ImageFileWarning)]
+    assert all(isinstance(m, InputSkipped) for m in msgs)
     for p in others:
-        assert sum(str(p) + ": skipped: " in m for m in msgs) == 1, p
-    assert all("\n" not in m for m in msgs)
+        assert sum(m.path == str(p) and str(m).startswith(f"{p}: ") for m in msgs) == 1, p
+    assert all("\n" not in str(m) for m in msgs)
 
 
 def test_evaluate_ignores_run_reports_and_uses_the_same_definition(folder, tmp_path):
@@ -143,7 +145,7 @@ def test_score_accepts_a_folder(tiny_checkpoint, tmp_path, capsys):
     cap = capsys.readouterr()
     got = [Path(o["path"]).name for o in json.loads(cap.out)]
     assert got == ["astronaut.png", "chelsea.png", "stereo.mpo"]
-    assert "notes.txt: skipped: not an image file" in cap.err
+    assert f"qcamo: skipped {d / 'notes.txt'}: not an image file" in cap.err
 
 
 def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
@@ -167,3 +169,26 @@ def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
     skipped.clear()
     assert discovery.discover_inputs([tmp_path / "locked"], skipped=lambda p, why: skipped.append((p, why))) == []
     assert skipped == [(tmp_path / "locked", "cannot read folder (Permission denied)")]
+
+
+@pytest.mark.parametrize("kind", ["svg", "svg_xml", "pdf", "heic", "jxl"])
+def test_a_known_unsupported_format_in_a_folder_is_named(kind, tmp_path):
+    """A file of a folder that no Pillow plugin opens but whose kind is known (SVG, PDF, HEIC, JPEG XL)
+    gets the same name as when it is given directly (imagefile.why_unidentified), not the generic
+    "not an image file"; the extension plays no part (the kind is read from the first bytes)."""
+    from qcamo_jax.imagefile import why_unidentified
+
+    heads = {
+        "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>',
+        "svg_xml": b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+        "pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n",
+        "heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+        "jxl": b"\xff\x0a\xfa\x7f\x01\x90\x08",
+    }
+    for name in (f"drawing.{kind}", "no_extension"):
+        path = tmp_path / name
+        path.write_bytes(heads[kind])
+        direct = why_unidentified(heads[kind])
+        assert direct.startswith("not readable: ")
+        assert discovery.skip_reason(path) == "not an image file: " + direct.removeprefix("not readable: ")
+        path.unlink()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import photos
-from qcamo_jax import cli, evaluate
+from qcamo_jax import cli, evaluate, evaluation_report
 from qcamo_jax.commands import options
 from qcamo_jax.models import hub
 from test_quantize_spatial import ToyScore
@@ -105,15 +105,48 @@ def test_errors_are_one_line(folders, tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "missing"), "--originals", str(orig)]) == 2
 
 
+def test_a_bad_pair_is_skipped_and_the_others_evaluated(folders, tmp_path, capsys):
+    """An attacked file that is not an image, one whose size differs from its original's, one whose
+    original is damaged, and one without an original: one skip line each (the format of every
+    command), the good file is still evaluated and written, exit 1; none good: exit 2."""
+    orig, att = folders
+    o2, a2 = tmp_path / "orig", tmp_path / "att"
+    shutil.copytree(orig, o2)
+    a2.mkdir()
+    shutil.copy(att / "astronaut.png", a2 / "astronaut.png")
+    (a2 / "coffee.png").write_text("not a picture")
+    Image.fromarray(photos.photo("chelsea", (SIZE[0], SIZE[1] + 8))).save(a2 / "chelsea.png")
+    Image.fromarray(photos.photo("chelsea", SIZE)).save(o2 / "chelsea.png")
+    Image.fromarray(photos.photo("rocket", SIZE)).save(a2 / "rocket.png")
+    (o2 / "rocket.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    Image.fromarray(photos.photo("rocket", SIZE)).save(a2 / "stray.png")
+    args = ["evaluate", str(a2), "--originals", str(o2), "--model", "toy", "--relative-target", "0.5",
+            "--encoders", "pillow-444"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    skips = {line.removeprefix("qcamo: skipped ").split(": ")[0]: line for line in err if line.startswith("qcamo: skipped ")}
+    assert set(skips) == {str(a2 / n) for n in ("coffee.png", "chelsea.png", "rocket.png", "stray.png")}, err
+    assert "not an image" in skips[str(a2 / "coffee.png")]
+    assert "differs from its original's" in skips[str(a2 / "chelsea.png")]
+    assert f"its original {o2 / 'rocket.png'}: " in skips[str(a2 / "rocket.png")]
+    assert "no original of the same name" in skips[str(a2 / "stray.png")]
+    data = json.loads((a2 / "evaluation.json").read_text())
+    assert [r["file"] for r in data["files"]] == ["astronaut.png"]
+
+    (a2 / "astronaut.png").unlink()
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"qcamo: error: {a2}: no file could be evaluated")
+
+
 def test_summary_rates():
     rows = [
         evaluate.Row("a", "a", 50.0, 60.0, 40.0, {"x": 55.0}, 1.0, 40.0, 0.99),
         evaluate.Row("b", "b", 50.0, 60.0, 45.0, {"x": 45.0}, 3.0, float("inf"), 1.0),
     ]
-    s = evaluate.summarize(rows)
+    s = evaluation_report.summarize(rows)
     assert s["P_png"] == 1.0 and s["P_jpg"] == {"x": 0.5}
     assert s["mean_l2"] == 2.0 and s["mean_psnr"] == 40.0
-    lines = evaluate.format_table(rows, s).splitlines()
+    lines = evaluation_report.format_table(rows, s).splitlines()
     assert lines[3].split() == ["all", "(2", "files)", "100%", "50%", "2", "40.00", "0.9950"]  # P_png, both below T
     assert lines[-1].split() == ["x", "50%", "50.00"]  # P_jpg and mean score of encoder x
 

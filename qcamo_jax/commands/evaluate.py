@@ -1,6 +1,10 @@
 """``qcamo evaluate DIR --originals DIR``: success as saved and after real JPEG encoders, and distortion.
 
 Thin: parse, call :mod:`qcamo_jax.evaluate`, print the table, write CSV and JSON (atomically).
+A file without an original of the same name, or a pair that cannot be evaluated (unreadable, not an
+image, sizes that differ), is named in one line (:func:`qcamo_jax.errors.skip_line`) and the others are
+still evaluated; exit status 1 if a pair was refused, 2 if none could be evaluated
+(:mod:`qcamo_jax.exitcodes`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from qcamo_jax import evaluate
-    from qcamo_jax.errors import QcamoError
+    from qcamo_jax import evaluate, evaluation_report, exitcodes
+    from qcamo_jax.errors import QcamoError, skip_line
     from qcamo_jax.models.hub import load_model
 
     quality = args.quality
@@ -39,19 +43,26 @@ def run(args: argparse.Namespace) -> int:
     stem = Path(args.out) if args.out else Path(args.dir) / "evaluation"
     own = (*evaluate.OWN_FILES, f"{stem.name.lower()}.csv", f"{stem.name.lower()}.json")
     files, originals, unmatched = evaluate.match_originals(evaluate.list_images(args.dir, ignore=own), args.originals)
-    if unmatched:
-        print(f"qcamo: skipping {len(unmatched)} file(s) without an original: {', '.join(p.name for p in unmatched[:5])}"
-              + (" ..." if len(unmatched) > 5 else ""), file=sys.stderr)
+    for path in unmatched:
+        print(skip_line(path, f"no original of the same name in {args.originals}"), file=sys.stderr)
     if not files:
         raise QcamoError(f"no file has an original of the same name in {args.originals}", args.dir)
     reencoders = evaluate.reencoders(quality, names)
     model = load_model(args.model)
+    refused = []
+
+    def skipped(path, reason):
+        refused.append(path)
+        print(skip_line(path, reason), file=sys.stderr)
+
     rows = evaluate.evaluate_files(files, originals, evaluate.make_scorer(model, args.batch_size), reencoders,
-                                   target=args.target, relative=args.relative_target)
-    summary = evaluate.summarize(rows)
-    print(evaluate.format_table(rows, summary))
+                                   target=args.target, relative=args.relative_target, skipped=skipped)
+    if not rows:
+        raise QcamoError(f"no file could be evaluated ({len(refused)} refused)", args.dir)
+    summary = evaluation_report.summarize(rows)
+    print(evaluation_report.format_table(rows, summary))
     meta = {"model": model.name, "quality": quality, "encoders": list(reencoders),
             "target": None if args.relative_target is not None else args.target, "relative_target": args.relative_target}
-    csv_path, json_path = evaluate.write_reports(stem, rows, summary, meta)
+    csv_path, json_path = evaluation_report.write_reports(stem, rows, summary, meta)
     print(f"qcamo: wrote {csv_path} and {json_path}", file=sys.stderr)
-    return 0
+    return exitcodes.INPUT_ERRORS if refused else exitcodes.OK

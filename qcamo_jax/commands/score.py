@@ -6,9 +6,11 @@
 Images are scored at their own size, as the original models do when fed an image (no resizing): the
 Keras KonCept512 ends in a global average pool and accepts any size >= 75x75; the MediaEval variant only
 accepts sizes whose final map is 8..15 pixels a side (about 299..555 pixels), see docs/models.md. A file
-that cannot be read or scored gets a one-line error on stderr; the other files are still scored and the
-exit status is 1. Lines fit 100 columns (a long path is shortened in the middle); ``--json`` gives the
-exact paths.
+that cannot be read or scored gets one line on stderr, ``qcamo: skipped <file>: <reason>`` (the format of
+every command, :func:`qcamo_jax.errors.skip_line`); the other files are still scored and the exit status
+is 1. When no file could be scored the exit status is 2, as for ``qcamo attack``
+(:mod:`qcamo_jax.exitcodes`). Lines fit 100 columns (a long path is shortened in the middle); ``--json``
+gives the exact paths.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from qcamo_jax import exitcodes
     from qcamo_jax.discovery import discover_inputs
     from qcamo_jax.display import TABLE_WIDTH, ellipsize, format_size
-    from qcamo_jax.errors import ImageFileError, QcamoError
+    from qcamo_jax.errors import ImageFileError, QcamoError, skip_line
     from qcamo_jax.imageio import load_rgb
     from qcamo_jax.models.hub import load_model
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     def fail(path: str, message: str) -> None:
         nonlocal failed
         failed += 1
-        print(f"qcamo: error: {path}: {message}", file=sys.stderr)
+        print(skip_line(path, message), file=sys.stderr)
 
     images: dict[str, np.ndarray] = {}
     for path in inputs:
@@ -81,10 +84,12 @@ def run(args: argparse.Namespace) -> int:
                 continue
             scores.update(zip(chunk, (float(s) for s in out)))
 
+    if not scores:
+        raise QcamoError(f"no valid input image ({failed} refused)")
     ordered = [(p, scores[p]) for p in inputs if p in scores]
     if args.json:
         print(json.dumps([{"path": p, "score": s} for p, s in ordered], indent=1))
     else:
         for p, s in ordered:  # at most TABLE_WIDTH columns; --json has the exact paths
             print(f"{s:8.3f}  {ellipsize(p, TABLE_WIDTH - 10)}")
-    return 1 if failed else 0
+    return exitcodes.INPUT_ERRORS if failed else exitcodes.OK

@@ -23,7 +23,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from qcamo_jax import fileio
-from qcamo_jax.errors import ImageFileError
+from qcamo_jax.errors import ImageFileError, skip_line
 from qcamo_jax.pipeline.engine import Encoded, Engine
 from qcamo_jax.pipeline.inputs import load_input
 from qcamo_jax.pipeline.outputs import _crash_point, decode_output
@@ -76,7 +76,7 @@ class BatchRunner:
         rec = empty_record(it.path, self.settings)
         rec.update(error=reason, input_sha256=it.sha, settings_hash=self.shash)
         if log:
-            self.log(f"qcamo: skipped {it.path}: {reason}")
+            self.log(skip_line(it.path, reason))
         return rec
 
     def attack_part(self, part: Sequence[Item], shape: Sequence[int], size: int, score_batch: int, *,
