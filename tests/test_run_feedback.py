@@ -233,3 +233,32 @@ def test_help_lists_the_exit_codes(capsys):
     out = capsys.readouterr().out
     for code, meaning in exitcodes.MEANINGS:
         assert f"  {code:<4d}{meaning}" in out
+
+
+@pytest.mark.parametrize("where", ["an input", "the output folder", "the run's report", "a file that is no log"])
+def test_a_log_json_that_would_damage_a_file_is_refused_and_nothing_is_written(tmp_path, images, tiny_checkpoint,
+                                                                               capsys, where):
+    out = tmp_path / "out"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    log = {"an input": images / "coffee.png", "the output folder": out, "the run's report": out / "report.json",
+           "a file that is no log": notes}[where]
+    if where == "the run's report":
+        out.mkdir()  # a run into an existing output folder
+    before = {p: p.read_bytes() for p in [*images.iterdir(), notes]}
+    capsys.readouterr()
+    code = cli.main(["attack", str(images), "--model", str(tiny_checkpoint), *CHEAP, "--out", str(out),
+                     "--log-json", str(log)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == exitcodes.USAGE
+    assert len(err) == 1 and err[0].startswith(f"qcamo: error: {log}: --log-json "), err
+    assert list(out.iterdir()) == [] if where == "the run's report" else not out.exists()
+    assert {p: p.read_bytes() for p in [*images.iterdir(), notes]} == before
+
+
+def test_a_log_json_of_an_earlier_run_is_appended_to(tmp_path, images, tiny_checkpoint):
+    log = tmp_path / "events.jsonl"
+    for run in ("a", "b"):
+        cli.main(["attack", str(images), "--model", str(tiny_checkpoint), *CHEAP, "--target", "100",
+                  "--out", str(tmp_path / run), "--log-json", str(log)])
+    assert [e["event"] for e in _events(log)].count("start") == 2

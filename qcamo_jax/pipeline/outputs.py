@@ -5,9 +5,8 @@ Data contract: the output folder holds one file per attacked input, named by :fu
 :data:`REPORT_CSV` and :data:`SUMMARY_PNG`. Every file is written whole or not at all
 (:func:`qcamo_jax.fileio.atomic_write_bytes`); a run killed while writing leaves ``.<name>.<random>.tmp``
 files that :func:`prepare_output_dir` removes. Pixels are ``uint8 [H, W, 3]`` RGB; :func:`encode_png`
-is deterministic, :func:`decode_output` decodes as Pillow (libjpeg-turbo, ISLOW) does, and
-Errors are
-:class:`qcamo_jax.errors.QcamoError` with one line naming the path.
+is deterministic, and :func:`decode_output` decodes as Pillow (libjpeg-turbo, ISLOW) does. Errors
+are :class:`qcamo_jax.errors.QcamoError` with one line naming the path.
 """
 
 from __future__ import annotations
@@ -110,6 +109,42 @@ def check_inputs_spared(out: Path, specs: Sequence[str | os.PathLike], paths: Se
         if r.parent == out_r and (r.name in (REPORT_JSON, REPORT_CSV) or
                                   (r.suffix.lower() == ".png" and is_page_stem(r.stem))):
             raise QcamoError(f"the run's own {r.name} would replace the input {p}; choose another --out", out)
+
+
+def check_log_spared(log_json: str | os.PathLike, out: Path, paths: Sequence[Path], names: Sequence[str]) -> None:
+    """Refuse a ``--log-json`` path that would write into an input or clash with the run's own files.
+
+    The event log is opened for appending before anything else is written, so without this check
+    ``--log-json photo.png`` would append JSON lines to the photo, and ``--log-json`` equal to ``--out``
+    would create a file where the output folder belongs. Refused: the output folder itself, an input
+    file, a file the run writes in the output folder (an output, a report, a summary page), and an
+    existing file that is not a JSON-lines log (its first byte is not ``{``), since appending would
+    change what it holds.
+
+    Raises:
+      QcamoError: naming the log path and what it would damage.
+    """
+    log_r = resolve_path(Path(log_json))
+    out_r = resolve_path(Path(out))
+    if log_r == out_r:
+        raise QcamoError("--log-json is the output folder; give the event log another name", log_json)
+    for p in paths:
+        if resolve_path(Path(p)) == log_r:
+            raise QcamoError(f"--log-json would append to the input {p}; give the event log another name", log_json)
+    if log_r.parent == out_r and (log_r.name in (*names, REPORT_JSON, REPORT_CSV) or
+                                  (log_r.suffix.lower() == ".png" and is_page_stem(log_r.stem))):
+        raise QcamoError(f"--log-json would be overwritten by the run's own {log_r.name}; give the event log "
+                         "another name or folder", log_json)
+    try:
+        with open(log_r, "rb") as f:
+            head = f.read(1)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise QcamoError(f"cannot read the --log-json file ({exc.strerror or exc})", log_json) from None
+    if head not in (b"", b"{"):
+        raise QcamoError("--log-json exists and is not a JSON-lines event log (appending would change it); "
+                         "give the event log another name", log_json)
 
 
 def prepare_output_dir(out_dir: str | os.PathLike) -> Path:

@@ -25,7 +25,7 @@ from qcamo_jax.errors import QcamoError
 from qcamo_jax.pipeline.batch import BatchRunner
 from qcamo_jax.pipeline.engine import Engine, make_engine
 from qcamo_jax.pipeline.inputs import discover_inputs, probe_input
-from qcamo_jax.pipeline.outputs import (SUMMARY_PNG, _crash_point, check_inputs_spared, check_output_dir, output_names,
+from qcamo_jax.pipeline.outputs import (SUMMARY_PNG, _crash_point, check_inputs_spared, check_log_spared, check_output_dir, output_names,
                                         prepare_output_dir)
 from qcamo_jax.pipeline.plan import Item, job_fingerprint, plan_batches
 from qcamo_jax.pipeline.progress import Progress
@@ -116,6 +116,8 @@ def run(
     shash = settings_hash(settings, model_identity(model), engine.identity)
     names = output_names(paths, settings.extension)
     check_inputs_spared(out, inputs, paths, names)
+    if log_json is not None:
+        check_log_spared(log_json, out, paths, names)
     group.agree("the inputs and settings", job_fingerprint(paths, names, shash, batch_size, resume, devices))
     items = [Item(i, p, n) for i, (p, n) in enumerate(zip(paths, names))]
     records: list[dict[str, Any] | None] = [None] * len(items)
