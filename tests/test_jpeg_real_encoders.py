@@ -77,6 +77,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "y.jpg").exists()
 
 
+def test_cli_never_overwrites_its_input_and_warns_on_a_misleading_name(tmp_path, capsys):
+    png = tmp_path / "x.png"
+    Image.fromarray(photo("rocket", (8, 8))).save(png)
+    before = png.read_bytes()
+    (tmp_path / "link.png").symlink_to(png)
+    for same in (png, tmp_path / "." / "x.png", tmp_path / "link.png"):
+        capsys.readouterr()
+        assert cli.main(["jpeg", str(png), str(same)]) == 2
+        assert capsys.readouterr().err.strip() == f"qcamo: error: {same}: is the input: an input is never overwritten; choose another output path"
+    assert png.read_bytes() == before
+    assert cli.main(["jpeg", str(png), str(tmp_path / "y.png")]) == 0
+    assert "does not say JPEG" in capsys.readouterr().err
+    assert Image.open(tmp_path / "y.png").format == "JPEG"
+
+
 def test_registry_encoders_return_consistent_results():
     x = photo("astronaut", (40, 56))
     assert {"imagemagick", "pillow-444", "pillow-420", "libjpeg6b-ifast-444", "libjpeg9f-islow-420",

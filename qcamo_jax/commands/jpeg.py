@@ -34,6 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from qcamo_jax.display import format_size
     from qcamo_jax.imageio import load_rgb
 
+    from pathlib import Path
+
+    from qcamo_jax.discovery import resolve_path
+
+    if resolve_path(Path(args.output)) == resolve_path(Path(args.input)):
+        raise QcamoError("is the input: an input is never overwritten; choose another output path", args.output)
+    if Path(args.output).suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".jfif"):
+        print(f"qcamo: warning: {args.output}: a JPEG file is written under a name that does not say JPEG",
+              file=sys.stderr)
     image = load_rgb(args.input)
     encode = jax.jit(jpeg.encode, static_argnums=1, static_argnames=("dct_method", "subsampling"))
     coeffs = encode(image, args.quality, dct_method=args.dct, subsampling=args.subsampling)
