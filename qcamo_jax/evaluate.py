@@ -61,21 +61,23 @@ def _inputs_by_output(folder: Path) -> dict[str, Path]:
     return {Path(r["output"]).name: Path(r["path"]) for r in read_records(folder) if isinstance(r.get("output"), str)}
 
 
-def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike) -> tuple[list[Path], list[Path], list[Path]]:
+def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike
+                    ) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
     """Pair attacked files with their originals in ``originals_dir``.
 
     A file that ``qcamo attack`` wrote is paired with the input its folder's ``report.json`` names,
     when that input lies in ``originals_dir`` (this covers the outputs renamed ``<stem>-<hash>`` for
-    inputs of the same name); any other file with the original of the same stem.
+    inputs of the same name); any other file with the original of the same stem. A stem that several
+    originals share (``a.png`` and ``a.jpg``) pairs nothing: guessing would measure the wrong pair.
 
     Returns:
-      ``(matched files, their originals, unmatched files)`` - unmatched ones are left out of the
-      evaluation.
+      ``(matched files, their originals, unmatched)``: ``unmatched`` holds ``(file, reason)`` for the
+      files left out of the evaluation.
     """
     root = resolve_path(Path(originals_dir))
-    by_stem: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
     for p in list_images(originals_dir):
-        by_stem.setdefault(p.stem, p)
+        by_stem.setdefault(p.stem, []).append(p)
     reports: dict[Path, dict[str, Path]] = {}
     matched, originals, unmatched = [], [], []
     for f in files:
@@ -86,11 +88,14 @@ def match_originals(files: Sequence[Path], originals_dir: str | os.PathLike) -> 
         if src is not None and src.is_file() and root in resolve_path(src).parents:
             matched.append(f)
             originals.append(src)
-        elif f.stem in by_stem:
+        elif len(by_stem.get(f.stem, ())) == 1:
             matched.append(f)
-            originals.append(by_stem[f.stem])
+            originals.append(by_stem[f.stem][0])
+        elif f.stem in by_stem:
+            names = ", ".join(p.name for p in by_stem[f.stem])
+            unmatched.append((f, f"several originals of its name in {originals_dir} ({names}); rename them apart"))
         else:
-            unmatched.append(f)
+            unmatched.append((f, f"no original of the same name in {originals_dir}"))
     return matched, originals, unmatched
 
 

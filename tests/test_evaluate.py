@@ -170,4 +170,19 @@ def test_outputs_renamed_for_same_named_inputs_find_their_originals(tmp_path):
     pairs = {f.name: o for f, o in zip(files, originals)}
     assert pairs == {"x-11111111.jpg": orig / "a" / "x.png", "x-22222222.jpg": orig / "b" / "x.png",
                      "y.jpg": orig / "y.png"}
-    assert [p.name for p in unmatched] == ["z.jpg"]
+    assert [(p.name, why) for p, why in unmatched] == [("z.jpg", f"no original of the same name in {orig}")]
+
+
+def test_a_stem_that_several_originals_share_is_not_guessed(tmp_path):
+    orig, out = tmp_path / "orig", tmp_path / "out"
+    orig.mkdir()
+    out.mkdir()
+    Image.fromarray(photos.photo("chelsea", (32, 48))).save(orig / "same.png")
+    Image.fromarray(photos.photo("coffee", (32, 48))).save(orig / "same.jpg")
+    Image.fromarray(photos.photo("astronaut", (32, 48))).save(orig / "other.png")
+    for name in ("same.jpg", "other.jpg"):
+        Image.fromarray(photos.photo("rocket", (32, 48))).save(out / name)
+    files, originals, unmatched = evaluate.match_originals(evaluate.list_images(out), orig)
+    assert [(f.name, o.name) for f, o in zip(files, originals)] == [("other.jpg", "other.png")]
+    assert [(p.name, why) for p, why in unmatched] == [
+        ("same.jpg", f"several originals of its name in {orig} (same.jpg, same.png); rename them apart")]

@@ -1,7 +1,8 @@
 """``qcamo evaluate DIR --originals DIR``: success as saved and after real JPEG encoders, and distortion.
 
 Thin: parse, call :mod:`qcamo_jax.evaluate`, print the table, write CSV and JSON (atomically).
-A file without an original of the same name, or a pair that cannot be evaluated (unreadable, not an
+A file without an original of the same name (or with several: ``a.png`` and ``a.jpg``; the pair is
+not guessed), or a pair that cannot be evaluated (unreadable, not an
 image, sizes that differ), is named in one line (:func:`qcamo_jax.errors.skip_line`) and the others are
 still evaluated; exit status 1 if a pair was refused, 2 if none could be evaluated
 (:mod:`qcamo_jax.exitcodes`).
@@ -17,7 +18,9 @@ from qcamo_jax.commands import options
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="folder of attacked files (.png, .jpg), e.g. the --out of qcamo attack")
-    p.add_argument("--originals", required=True, metavar="DIR", help="folder of the originals (matched by file stem)")
+    p.add_argument("--originals", required=True, metavar="DIR",
+                   help="folder of the originals (matched through DIR's report.json, else by file stem; a stem that "
+                        "several originals share is not matched)")
     p.add_argument("--target", type=options.SCORE, default=50.0, help="score T a file must get below (default 50)")
     p.add_argument("--relative-target", type=options.SCORE, default=None, metavar="DELTA",
                    help="instead of --target, T = score(original) - DELTA per image (for random/tiny models)")
@@ -43,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     stem = Path(args.out) if args.out else Path(args.dir) / "evaluation"
     own = (*evaluate.OWN_FILES, f"{stem.name.lower()}.csv", f"{stem.name.lower()}.json")
     files, originals, unmatched = evaluate.match_originals(evaluate.list_images(args.dir, ignore=own), args.originals)
-    for path in unmatched:
-        print(skip_line(path, f"no original of the same name in {args.originals}"), file=sys.stderr)
+    for path, reason in unmatched:
+        print(skip_line(path, reason), file=sys.stderr)
     if not files:
         raise QcamoError(f"no file has an original of the same name in {args.originals}", args.dir)
     reencoders = evaluate.reencoders(quality, names)
