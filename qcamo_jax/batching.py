@@ -32,3 +32,13 @@ def map_images(fn: Callable[..., Any], *batched: Any) -> Any:
     if sizes == {1}:
         return jax.tree.map(lambda x: x[None], fn(*jax.tree.map(lambda x: x[0], batched)))
     return jax.vmap(fn)(*batched)
+
+
+def unbatch(tree: Any, i: int) -> Any:
+    """Image ``i`` of a pytree of batched arrays (leading axis ``B``), as numpy arrays.
+
+    E.g. one image's :class:`~qcamo_jax.jpeg.codec.JpegCoefficients` out of :func:`qcamo_jax.quantize.dct.quantize_dct`'s.
+    """
+    import numpy as np
+
+    return jax.tree.map(lambda a: np.asarray(a[i]), tree)

@@ -81,8 +81,9 @@ def test_quantizer_direction_and_its_evaluations():
     n_dct, n_px = 3 * 64 * 8 * 10, 64 * 80 * 3
     assert methods.quantizer_config(Settings()).candidates == "attack"
     assert methods.quantizer_config(Settings(survive="imagemagick")).candidates == "gradient"
-    for survive in ("common", "imagemagick"):
-        assert methods.quantizer_evaluations(Settings(survive=survive), shape) == 1 + max_evaluations(n_dct)
+    # Under a set, a second search over the bracket candidates may follow (quantize_dct_one).
+    assert methods.quantizer_evaluations(Settings(survive="common"), shape) == 2 * (1 + max_evaluations(n_dct))
+    assert methods.quantizer_evaluations(Settings(survive="imagemagick"), shape) == 1 + max_evaluations(n_dct)
     assert methods.quantizer_evaluations(Settings(quantize="spatial"), shape) == 1 + max_evaluations(n_px)
     assert methods.quantizer_evaluations(Settings(quantize="none"), shape) == 0
 

@@ -177,7 +177,7 @@ def _encode_outputs(out, originals: np.ndarray, settings: Settings) -> list[byte
     if settings.quantize in ("none", "spatial"):
         return [encode_png(out[i]) for i in range(originals.shape[0])]
     from qcamo_jax.jpeg import io as jio
-    from qcamo_jax.quantize.dct import unbatch
+    from qcamo_jax.batching import unbatch
 
     return [jio.jpeg_bytes(unbatch(out, i)) for i in range(originals.shape[0])]
 

@@ -164,7 +164,8 @@ def quantizer_evaluations(settings: Settings, shape: Sequence[int]) -> int:
     """The most model evaluations of the quantizer per image: one gradient plus the search's candidates
     (:func:`qcamo_jax.quantize.search.max_evaluations`; the ITP search usually stops well before). The
     DCT quantizer's ``candidates="attack"`` (the default under a set) skips the gradient unless the
-    attack left the image unchanged (``QuantizeResult.gradients``)."""
+    attack left the image unchanged (``QuantizeResult.gradients``), and may add a second search, over the
+    bracket candidates (:func:`qcamo_jax.quantize.dct.quantize_dct_one`)."""
     quantize = settings.quantize
     if quantize == "none":
         return 0
@@ -172,4 +173,6 @@ def quantizer_evaluations(settings: Settings, shape: Sequence[int]) -> int:
 
     h, w = int(shape[0]), int(shape[1])
     n = h * w * 3 if quantize == "spatial" else 3 * 64 * (-(-h // 8)) * (-(-w // 8))
-    return 1 + max_evaluations(n)
+    config = quantizer_config(settings)
+    rescue = quantize == "dct" and config.candidates == "attack" and config.bracket_rescue
+    return (1 + max_evaluations(n)) * (2 if rescue else 1)

@@ -24,7 +24,8 @@ image) and the search finds the smallest scaling that holds after every member. 
 steps find a far shorter way down than one linear step along a gradient: on photos at 384x512,
 ``common``, it gave 3.3-3.4 dB more PSNR at T = 30 and T = 50 at the same real-library success
 (docs/quantize.md, "Direction"), and it needs no gradient pass through the set (except for an image
-the attack left unchanged: the gradient is then the only direction there is).
+the attack left unchanged: the gradient is then the only direction there is). Where scaling fails or
+goes past the attacked image, the ``"bracket"`` candidates are tried too (:func:`quantize_dct_one`).
 
 The method. The image will be judged after a JPEG encoder at quality Q (the MediaEval setting:
 ImageMagick ``-quality 90``: 4:4:4, IFAST DCT). So we write a JPEG ourselves, at Q, with coefficients
@@ -46,30 +47,26 @@ run on the exactly decoded image (libjpeg's integer IDCT and colour conversion, 
 exact re-encodings - is below ``-margin``. Because the distortion term is measured in the orthonormal DCT domain it equals the
 YCbCr pixel-domain squared error.
 
-Why the re-encoder keeps the coefficients: the coefficients are within ``max_steps`` of what the same
-encoder produces for the original, and decoding then re-encoding moves each coefficient by the pixel
-rounding noise only (well below ``Delta / 2`` at Q = 90), see ``tests/test_quantize_dct.py`` and
-``docs/quantize.md`` for the measured rates against ImageMagick.
+A re-encoder with the same tables keeps the coefficients: decoding then re-encoding moves each by the
+pixel rounding noise only, well below ``Delta / 2`` at Q = 90 (rates in docs/quantize.md).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcamo_jax.batching import map_images
+from qcamo_jax.batching import map_images, unbatch  # noqa: F401 (unbatch: re-exported)
+from qcamo_jax.jpeg.io import write_jpeg  # noqa: F401 (re-exported: writes a quantize_dct output)
 from qcamo_jax.jpeg import codec, reencoders, tables
 from qcamo_jax.quantize import survival
+from qcamo_jax.quantize.dct_plan import (CANDIDATES, DCT_METHODS, DCTPlan, plan_candidate,  # noqa: F401 (re-exported)
+                                        plan_dct, plan_prediction)
 from qcamo_jax.quantize.search import RTOL, limit_flips, search_flips
-from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn, check_common
-
-DCT_METHODS = ("islow", "ifast")
-#: ``DCTConfig.candidates`` values.
-CANDIDATES = ("gradient", "attack", "bracket")
+from qcamo_jax.quantize.spatial import QuantizeResult, ScoreFn
 
 
 class DCTConfig(NamedTuple):
@@ -108,6 +105,8 @@ class DCTConfig(NamedTuple):
         trip (default: the ``common`` profile).
       gradient: ``"worst"`` or ``"mean"``: which differentiable loss over the set gives ``g``
         (``"gradient"`` candidates only).
+      bracket_rescue: with ``"attack"`` candidates, also search the bracket ones where scaling failed
+        or went past the attacked image, keeping the lower L2 (:func:`quantize_dct_one`).
       max_l2: largest accepted L2 of the decoded output minus the original (pixel units), or ``None``.
       min_psnr: smallest accepted PSNR of the decoded output against the original (dB), or ``None``.
       search, search_rtol: the candidate search, as in :class:`~qcamo_jax.quantize.spatial.SpatialConfig`.
@@ -121,6 +120,7 @@ class DCTConfig(NamedTuple):
     candidates: str = "attack"
     survive: reencoders.ReencoderSet = reencoders.DEFAULT
     gradient: str = "mean"
+    bracket_rescue: bool = True
     max_l2: float | None = None
     min_psnr: float | None = None
     search: str = "itp"
@@ -161,150 +161,6 @@ def reach_steps(quality: int) -> int:
     return int(np.clip(round(100.0 / max(scale, 2.5)), 1, 40))
 
 
-def _flat(parts) -> jax.Array:
-    return jnp.concatenate([jnp.ravel(p) for p in parts])
-
-
-def _unflat(flat: jax.Array, like) -> tuple:
-    out, i = [], 0
-    for p in like:
-        out.append(flat[i : i + p.size].reshape(p.shape))
-        i += p.size
-    return tuple(out)
-
-
-class DCTPlan(NamedTuple):
-    """Everything the bisection of one image needs (flat over the Y, Cb, Cr coefficients).
-
-    Attributes:
-      plain: :class:`~qcamo_jax.jpeg.codec.JpegCoefficients` the target encoder writes for the original.
-      z0: int32 ``[N]`` the ``lambda = 0`` integers, flattened (plain JPEG for ``"gradient"`` and
-        ``"attack"``).
-      r: float32 ``[N]`` ``c / Delta - z0``: where the unquantized coefficient sits in its bin.
-      delta: float32 ``[N]`` quantization step (DCT units).
-      direction: int32 ``[N]`` ``-sign(g)``: the step each coefficient takes (``g``: the loss gradient,
-        or ``-2 u Delta / step`` for ``"attack"``).
-      abs_g: float32 ``[N]`` ``|g|`` (1 where ``g = 0``).
-      rank: int32 ``[N]`` order of each coefficient's switching point.
-      sorted_lam: float32 ``[N]`` switching points, ascending (``inf`` where ``g = 0``).
-      n_active: int32, coefficients with a non-zero ``g``.
-      gradients: int32, gradient passes the plan made (0 or 1).
-    """
-
-    plain: codec.JpegCoefficients
-    z0: jax.Array
-    r: jax.Array
-    delta: jax.Array
-    direction: jax.Array
-    abs_g: jax.Array
-    rank: jax.Array
-    sorted_lam: jax.Array
-    n_active: jax.Array
-    gradients: jax.Array
-
-
-def plan_dct(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Array, adversarial: jax.Array,
-             config: DCTConfig = DCTConfig()) -> DCTPlan:
-    """Plain-JPEG coefficients of ``original``, the direction (the attack's change, or the loss gradient
-    at ``adversarial``: ``config.candidates``), sorted switching points."""
-    if config.dct_method not in DCT_METHODS:
-        raise ValueError(f"dct_method must be one of {DCT_METHODS}, got {config.dct_method!r}")
-    if config.max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {config.max_steps}")
-    if config.candidates not in CANDIDATES:
-        raise ValueError(f"candidates must be one of {CANDIDATES}, got {config.candidates!r}")
-    emus = check_common(config.margin, config.survive, config.gradient).emulations(config.subsampling)
-    h, w = original.shape[:2]
-    sub = config.subsampling
-    plain = codec.encode(original, config.quality, dct_method=config.dct_method, subsampling=sub)
-    fwd = codec.forward_dct(original, config.quality, dct_method=config.dct_method, subsampling=sub)
-    z0 = _flat(plain.components)
-    r = _flat(fwd.ratio) - z0.astype(jnp.float32)
-    delta = _flat([jnp.broadcast_to(q, c.shape) for q, c in zip(plain.tables, plain.components)]).astype(jnp.float32)
-    step = _flat([jnp.broadcast_to(st, c.shape) for st, c in zip(fwd.step, plain.components)])  # u's DCT units per step
-    ca = codec.forward_dct_float(jnp.clip(jnp.asarray(adversarial, jnp.float32), 0.0, 255.0), subsampling=sub)
-    u = _flat(ca) - _flat(codec.forward_dct_float(jnp.asarray(original, jnp.float32), subsampling=sub))
-
-    def loss_gradient():
-        # Gradient of the loss with respect to the DCT values (DCT units) at the attacked image.
-        return _flat(jax.grad(lambda c: survival.smooth_score(
-            score_fn, variables, codec.decode_float(c, height=h, width=w, subsampling=sub), emus, config.gradient))(ca))
-
-    if config.candidates == "attack":
-        # The attack's own change as the direction: z = round(c / Delta + lambda u / Delta), i.e. the
-        # gradient rule with g = -2 u (lambda = 1 is the attacked image, in this DCT's units). An attack
-        # that did not move (the image already met T - margin on the score it attacked) gives no
-        # direction, while a re-encoder may still lift the file above T: the loss gradient then. Run
-        # image by image (batch of one, quantize_dct) only that image pays for it; under vmap (a
-        # batch) XLA computes both branches.
-        moved = jnp.any(u != 0)
-        g = jax.lax.cond(moved, lambda: -2.0 * u * delta / step, loss_gradient)
-        gradients = jnp.where(moved, 0, 1).astype(jnp.int32)
-    else:
-        g = loss_gradient()
-        gradients = jnp.int32(1)
-    abs_g = jnp.where(g != 0, jnp.abs(g), 1.0)
-    if config.candidates in ("gradient", "attack"):
-        s = -jnp.sign(g)
-        active = g != 0
-        lam_j = jnp.where(active, 2.0 * delta * jnp.maximum(0.5 - s * r, 0.0) / abs_g, jnp.inf)
-        base = z0
-    else:
-        # Bracket of the attacked coefficient, in the encoder's step units, clamped around plain JPEG.
-        a = _flat(fwd.ratio) + u / step
-        lo = jnp.clip(jnp.floor(a), z0 - config.max_steps, z0 + config.max_steps)
-        hi = jnp.clip(jnp.floor(a) + 1, z0 - config.max_steps, z0 + config.max_steps)
-        c0 = _flat(fwd.ratio)
-        lo_cost, hi_cost = (lo - c0) ** 2, (hi - c0) ** 2
-        base_f = jnp.where(lo_cost <= hi_cost, lo, hi)
-        alt_f = jnp.where(lo_cost <= hi_cost, hi, lo)
-        move = alt_f - base_f  # -1, 0 or +1
-        active = (move != 0) & (g * move < 0)
-        extra = delta * (jnp.abs(hi_cost - lo_cost))  # (Delta^2 * cost difference) / Delta
-        lam_j = jnp.where(active, extra / abs_g, jnp.inf)
-        base = base_f.astype(jnp.int32)
-        s = jnp.where(active, move, 0.0)
-        r = jnp.zeros_like(r)  # one step at most: the step count formula below then always gives 1
-    order = jnp.argsort(lam_j)
-    rank = jnp.empty_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return DCTPlan(plain, base, r, delta, s.astype(jnp.int32), abs_g, rank, lam_j[order], jnp.sum(active, dtype=jnp.int32),
-                   gradients)
-
-
-def _steps(plan: DCTPlan, k: jax.Array, max_steps: int):
-    """``(lambda, steps int32 [N])`` of candidate ``k``: where each coefficient's minimiser lies (>= 1 once moved)."""
-    lam = jnp.where(k > 0, plan.sorted_lam[jnp.maximum(k - 1, 0)], 0.0)
-    # Steps taken at lambda along the direction: floor(s r + lambda |g| / (2 Delta) + 1/2).
-    pos = plan.direction * plan.r + lam * plan.abs_g / (2.0 * plan.delta)
-    return lam, jnp.clip(jnp.floor(pos + 0.5), 1, max_steps).astype(jnp.int32)
-
-
-def plan_prediction(plan: DCTPlan, k: jax.Array, max_steps: int = 1) -> jax.Array:
-    """First-order loss change of candidate ``k`` against the ``lambda = 0`` one: ``g . (z(k) - z0) Delta``.
-
-    Every move goes against the gradient, so this is ``-sum |g_j| steps_j Delta_j`` over the moved
-    coefficients: non-increasing in ``k`` (the search's interpolation coordinate,
-    :func:`qcamo_jax.quantize.search.search_flips`); ``0`` for ``k <= 0``. The clip to the baseline
-    range (:func:`plan_candidate`) is ignored: it only shortens a few moves.
-    """
-    _, steps = _steps(plan, k, max_steps)
-    gain = plan.abs_g * plan.delta * steps.astype(jnp.float32)
-    return -jnp.sum(jnp.where(plan.rank < k, gain, 0.0))
-
-
-def plan_candidate(plan: DCTPlan, k: jax.Array, max_steps: int = 1):
-    """The coefficients with the ``k`` first switching points passed: ``(JpegCoefficients, lambda)``."""
-    lam, steps = _steps(plan, k, max_steps)
-    z = plan.z0 + jnp.where(plan.rank < k, plan.direction * steps, 0)
-    # A step past the range a baseline 8-bit JPEG holds (e.g. DC -1024 of a black block at q = 1) is
-    # a coefficient no encoder could give back: clip to it (tables.coefficient_range).
-    ranges = [tables.coefficient_range(q) for q in plan.plain.tables]
-    lo = _flat([jnp.broadcast_to(r[0], c.shape) for r, c in zip(ranges, plan.plain.components)])
-    hi = _flat([jnp.broadcast_to(r[1], c.shape) for r, c in zip(ranges, plan.plain.components)])
-    z = jnp.clip(z, lo, hi)
-    return plan.plain.replace(**dict(zip(("y", "cb", "cr"), _unflat(z, plan.plain.components)))), lam
-
-
 def quantize_dct_one(
     score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Array, adversarial: jax.Array, target: jax.Array,
     config: DCTConfig = DCTConfig(),
@@ -315,16 +171,47 @@ def quantize_dct_one(
     under the whole set; otherwise :func:`qcamo_jax.quantize.search.search_flips` over the switching
     points, capped by the distortion limit (:func:`qcamo_jax.quantize.search.limit_flips`).
 
+    Where the ``"attack"`` candidates failed or had to scale past the attacked image (``lambda > 1``),
+    the ``"bracket"`` ones (the attacked image, each coefficient rounded towards the attack's change)
+    are searched too if their farthest candidate holds, and the successful result with the lower L2 is
+    kept (``evaluations`` counts every candidate scored). A change that is small against the rounding to
+    integers is lost by rounding to nearest and only a large scaling holds: a 64x64 photo 2 points above
+    T gave L2 2395 (21 dB PSNR) with the scaling, L2 87 (50 dB) with the bracket.
+
     Returns:
       ``(coefficients JpegCoefficients, decoded uint8 [H, W, 3], QuantizeResult of scalars)``.
     """
     plan = plan_dct(score_fn, variables, original, adversarial, config)
-    emus = reencoders.resolve(config.survive).emulations(config.subsampling)
-    h, w, _ = original.shape
-    limit = survival.l2_limit(h, w, config.max_l2, config.min_psnr)
-    steps = 1 if config.candidates == "bracket" else config.max_steps
-    xo = original.astype(jnp.float32)
+    coeffs, decoded, result = _search(score_fn, variables, original, target, plan, config)
+    if config.candidates != "attack" or not config.bracket_rescue:
+        return coeffs, decoded, result
+    bracket = config._replace(candidates="bracket")
 
+    def rescue():
+        # Rounded towards the attack's change (no gradient pass). Its farthest candidate is scored
+        # first: where even that fails (on 384x512 photos the attacked image does not hold after the
+        # re-encoders) the rescue costs that one candidate.
+        b_plan = plan_dct(score_fn, variables, original, adversarial, bracket, gradient=-plan.direction * plan.abs_g)
+        farthest_loss, _ = _candidates(score_fn, variables, original, target, b_plan, bracket)[1](b_plan.n_active)
+
+        def search():
+            b_coeffs, b_decoded, b = _search(score_fn, variables, original, target, b_plan, bracket)
+            better = b.success & (~result.success | (b.l2 < result.l2))
+            pick = lambda x, y: jax.tree.map(lambda u, v: jnp.where(better, u, v), x, y)  # noqa: E731
+            coeffs_, decoded_, res = pick((b_coeffs, b_decoded, b), (coeffs, decoded, result))
+            return coeffs_, decoded_, res._replace(evaluations=result.evaluations + b.evaluations + 1)
+
+        skip = lambda: (coeffs, decoded, result._replace(evaluations=result.evaluations + 1))  # noqa: E731
+        return jax.lax.cond(farthest_loss < -config.margin, search, skip)
+
+    return jax.lax.cond(~result.success | (result.lam > 1.0), rescue, lambda: (coeffs, decoded, result))
+
+
+def _candidates(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Array, target: jax.Array,
+                plan: DCTPlan, config: DCTConfig):
+    """``(candidate(k) -> coefficients, evaluate(k) -> (loss, scores), zero, steps)`` of ``plan``."""
+    emus = reencoders.resolve(config.survive).emulations(config.subsampling)
+    steps = 1 if config.candidates == "bracket" else config.max_steps
     # With "gradient" and "attack" candidates k = 0 is the plain JPEG; with "bracket" it is k = -1.
     zero = -1 if config.candidates == "bracket" else 0
 
@@ -334,6 +221,17 @@ def quantize_dct_one(
     def evaluate(k):
         scores = survival.exact_scores(score_fn, variables, codec.decode(candidate(k)), emus)
         return jnp.max(scores) - target, scores
+
+    return candidate, evaluate, zero, steps
+
+
+def _search(score_fn: ScoreFn, variables: Mapping[str, Any], original: jax.Array, target: jax.Array,
+            plan: DCTPlan, config: DCTConfig):
+    """The search over ``plan``'s candidates: ``(coefficients, decoded uint8 [H, W, 3], QuantizeResult)``."""
+    h, w, _ = original.shape
+    limit = survival.l2_limit(h, w, config.max_l2, config.min_psnr)
+    xo = original.astype(jnp.float32)
+    candidate, evaluate, zero, steps = _candidates(score_fn, variables, original, target, plan, config)
 
     def l2_of(k):
         return jnp.sqrt(jnp.sum((codec.decode(candidate(k)).astype(jnp.float32) - xo) ** 2))
@@ -380,19 +278,3 @@ def quantize_dct(
     t = jnp.broadcast_to(jnp.asarray(targets, jnp.float32), originals.shape[:1])
     adversarial = jnp.asarray(adversarial, jnp.float32)
     return map_images(one, originals, adversarial, t)  # a batch of one unbatched: plan_dct's lax.cond stays a branch
-
-
-def unbatch(coeffs: codec.JpegCoefficients, i: int) -> codec.JpegCoefficients:
-    """Image ``i`` of a batched :class:`~qcamo_jax.jpeg.codec.JpegCoefficients` (as numpy arrays)."""
-    return jax.tree.map(lambda a: np.asarray(a[i]), coeffs)
-
-
-def write_jpeg(path: str | os.PathLike, coeffs: codec.JpegCoefficients) -> None:
-    """Write a baseline JPEG holding exactly ``coeffs`` (one image), atomically.
-
-    The file's quantization tables are ``coeffs.qt_luma`` / ``coeffs.qt_chroma``; every decoder reads
-    back the same integers (checked in tests with jpeglib).
-    """
-    from qcamo_jax.jpeg import io as jio
-
-    jio.write_jpeg(path, coeffs)
