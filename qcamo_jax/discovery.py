@@ -12,7 +12,8 @@ image file when Pillow can decode its format, judged by
 
 Not image files: formats Pillow only stubs (BUFR, GRIB, HDF5, WMF/EMF: they need a handler Pillow
 does not have), MPEG (Pillow reads the size only), EPS when Ghostscript is missing, and anything no
-plugin recognises. Hidden entries (a name starting with ``.``) and the output folder are never read.
+plugin recognises. Hidden entries (a name starting with ``.``), the output folder and, inside a folder
+searched, the output folder of an earlier run (:data:`RUN_REPORTS`) are never read.
 Every file or folder of a folder that is skipped is named with its reason through ``skipped`` (by
 default an :class:`qcamo_jax.errors.InputSkipped` warning, printed by the CLI as one line).
 
@@ -37,6 +38,10 @@ from PIL import EpsImagePlugin, Image, ImageFile
 
 from qcamo_jax.errors import InputSkipped
 from qcamo_jax.imagefile import HEAD_BYTES, header_format, unsupported_format
+
+#: The reports ``qcamo attack`` writes in its output folder (qcamo_jax.pipeline.outputs REPORT_JSON,
+#: REPORT_CSV): a subfolder holding both is an earlier run's output folder, never searched for inputs.
+RUN_REPORTS = ("report.json", "report.csv")
 
 #: ``skipped(path, reason)``: told about every entry of a folder that is not read.
 SkipLog = Callable[[Path, str], None]
@@ -119,6 +124,9 @@ def _walk(folder: Path, exclude: Path | None, recursive: bool, ignore: Sequence[
                 skipped(full, "hidden folder")
             elif full.is_symlink():
                 skipped(full, "symbolic link to a folder: not followed")
+            elif all((full / name).is_file() for name in RUN_REPORTS):
+                skipped(full, "the output folder of an earlier qcamo run (it holds report.json and report.csv): "
+                              "not read, so its outputs are not attacked again; name the folder to read it")
             else:
                 keep.append(d)
         dirs[:] = keep

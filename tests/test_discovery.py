@@ -192,3 +192,28 @@ def test_a_known_unsupported_format_in_a_folder_is_named(kind, tmp_path):
         assert direct.startswith("not readable: ")
         assert discovery.skip_reason(path) == "not an image file: " + direct.removeprefix("not readable: ")
         path.unlink()
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_an_earlier_runs_output_folder_inside_an_input_folder_is_named_not_read(tmp_path, depth):
+    # A new user ran `attack photos/ --out photos/sub`, then `attack photos/ --out elsewhere`: the
+    # second run attacked photos/sub's outputs and its summary.png as new inputs.
+    photo = photos.photo("rocket", (16, 16))
+    root = tmp_path / "photos"
+    run = root / "/".join(["sub"] * depth)
+    run.mkdir(parents=True)
+    Image.fromarray(photo).save(root / "a.png")
+    for name in ("a.png", pipeline.SUMMARY_PNG):
+        Image.fromarray(photo).save(run / name)
+    (run / pipeline.REPORT_JSON).write_text("[]")
+    (run / pipeline.REPORT_CSV).write_text("path\n")
+    seen = []
+    found = discovery.discover_inputs([root], skipped=lambda p, why: seen.append((p, why)))
+    assert found == [root / "a.png"]
+    assert [p for p, _ in seen] == [run] and "output folder of an earlier qcamo run" in seen[0][1]
+    assert discovery.RUN_REPORTS == (pipeline.REPORT_JSON, pipeline.REPORT_CSV)
+    # Named itself, the folder is read (its own report files are not images).
+    assert sorted(p.name for p in discovery.discover_inputs([run], skipped=lambda *a: None)) == ["a.png", "summary.png"]
+    # A folder holding only one of the two reports is an ordinary folder.
+    (run / pipeline.REPORT_CSV).unlink()
+    assert len(discovery.discover_inputs([root], skipped=lambda *a: None)) == 3
