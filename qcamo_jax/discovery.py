@@ -171,22 +171,26 @@ def discover_inputs(specs: Sequence[str | os.PathLike], exclude: str | os.PathLi
       recursive: descend into sub-folders of a folder.
       ignore: file-name patterns (``fnmatch``, lower case) left out of folders silently: a command's
         own reports (``report.json``, ``summary*.png``...).
-      skipped: ``skipped(path, reason)`` for every entry of a folder that is not taken; default: an
+      skipped: ``skipped(path, reason)`` for every entry of a folder that is not taken, and for every
+        other name (a symbolic link, another spelling) of a file already taken; default: an
         :class:`~qcamo_jax.errors.InputSkipped` warning per entry.
 
     Returns:
-      Paths in the order given, folders' contents sorted, each file once (by resolved path).
+      Paths in the order given, folders' contents sorted, each file once (by resolved path, under the
+      first name met).
     """
     skipped = _warn_skipped if skipped is None else skipped
     exclude_p = resolve_path(Path(exclude)) if exclude is not None else None
     out: list[Path] = []
-    seen: set[Path] = set()
+    seen: dict[Path, Path] = {}
 
     def add(p: Path):
         key = resolve_path(p)
         if key not in seen:
-            seen.add(key)
+            seen[key] = p
             out.append(p)
+        elif seen[key] != p:  # another name (a link, another spelling) of a file already taken
+            skipped(p, f"the same file as {seen[key]}, which is processed once")
 
     for spec in specs:
         spec_s = os.fspath(spec)

@@ -217,3 +217,16 @@ def test_an_earlier_runs_output_folder_inside_an_input_folder_is_named_not_read(
     # A folder holding only one of the two reports is an ordinary folder.
     (run / pipeline.REPORT_CSV).unlink()
     assert len(discovery.discover_inputs([root], skipped=lambda *a: None)) == 3
+
+
+def test_a_second_name_of_a_file_is_named_not_dropped_silently(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(photos.photo("rocket", (16, 16))).save(d / "a.png")
+    (d / "b.png").symlink_to(d / "a.png")
+    seen = []
+    other = d / ".." / "in" / "a.png"  # another spelling
+    found = discovery.discover_inputs([d, other, d / "a.png"], skipped=lambda p, why: seen.append((p, why)))
+    assert found == [d / "a.png"]
+    assert seen == [(d / "b.png", f"the same file as {d / 'a.png'}, which is processed once"),
+                    (other, f"the same file as {d / 'a.png'}, which is processed once")]
