@@ -12,13 +12,22 @@ from __future__ import annotations
 import os
 
 
+#: Control characters (C0 and DEL) as escapes, so that a file name holding a newline stays on one line.
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(32), 127)} | {ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"}
+
+
+def one_line(path: str | os.PathLike) -> str:
+    """``path`` as text on one line: control characters (a newline in a file name) shown as escapes."""
+    return os.fspath(path).translate(_CONTROL)
+
+
 class QcamoError(Exception):
     """A problem with something the user gave us (a file, an option), described in one line."""
 
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         self.path = None if path is None else os.fspath(path)
         self.message = " ".join(str(message).split())  # always one line
-        super().__init__(self.message if self.path is None else f"{self.path}: {self.message}")
+        super().__init__(self.message if self.path is None else f"{one_line(self.path)}: {self.message}")
 
 
 class WeightFileError(QcamoError):
@@ -60,4 +69,4 @@ def skip_line(path: str | os.PathLike, reason: str) -> str:
     Used by every command (``attack``, ``score``, ``evaluate``, folder discovery), so a script can grep
     one format.
     """
-    return f"qcamo: skipped {os.fspath(path)}: {' '.join(str(reason).split())}"
+    return f"qcamo: skipped {one_line(path)}: {' '.join(str(reason).split())}"

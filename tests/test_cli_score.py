@@ -89,3 +89,20 @@ def test_score_tiny_random_and_missing_model(images, capsys, tmp_path):
     h5.write_bytes(b"x")
     assert cli.main(["score", "--model", str(h5), str(images["coffee"])]) == 2
     assert "convert this file first" in capsys.readouterr().err
+
+
+def test_a_newline_in_a_file_name_keeps_every_report_line_one_line(tiny_file, images, capsys):
+    """A name holding a newline (or another control character) is shown with escapes, so "one line per
+    problem" holds for scripts reading the log; the JSON output keeps the true name."""
+    path, _ = tiny_file
+    folder = images["coffee"].parent
+    good = folder / "new\nline.png"
+    good.write_bytes(images["coffee"].read_bytes())
+    bad = folder / "bad\tname.png"
+    bad.write_text("not a picture")
+    assert cli.main(["score", "--model", str(path), str(good), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"qcamo: skipped {folder}/bad\\tname.png: ")
+    assert captured.out.count("\n") == 1 and "new\\nline.png" in captured.out
+    assert cli.main(["score", "--model", str(path), "--json", str(good)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["path"] == str(good)

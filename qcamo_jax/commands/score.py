@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from qcamo_jax import exitcodes
     from qcamo_jax.discovery import discover_inputs
     from qcamo_jax.display import TABLE_WIDTH, ellipsize, format_size
-    from qcamo_jax.errors import ImageFileError, QcamoError, skip_line
+    from qcamo_jax.errors import ImageFileError, QcamoError, one_line, skip_line
     from qcamo_jax.imageio import load_rgb
     from qcamo_jax.models.hub import load_model
 
@@ -91,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([{"path": p, "score": s} for p, s in ordered], indent=1))
     else:
         for p, s in ordered:  # at most TABLE_WIDTH columns; --json has the exact paths
-            print(f"{s:8.3f}  {ellipsize(p, TABLE_WIDTH - 10)}")
+            print(f"{s:8.3f}  {ellipsize(one_line(p), TABLE_WIDTH - 10)}")
     return exitcodes.INPUT_ERRORS if failed else exitcodes.OK
