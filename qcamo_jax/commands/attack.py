@@ -44,12 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="skip images already done in DIR with the same settings")
     p.add_argument("--seed", type=options.SEED, default=0, help="base seed (each image's seed also depends on its content)")
     p.add_argument("--search", choices=("thorough", "fast", "paper"), default=None,
-                   help="the budget search: 'thorough' (default: 10 steps per try, all 7 bisection tries; the "
+                   help="the budget search: 'thorough' (default: at most 10 steps per try, all 7 bisection tries; the "
                         "best PSNR after the quantizer), 'fast' (5 steps, first-order first budget, secant, early "
                         "exit: a third of the gradients, -0.2 to -1.2 dB) or 'paper' (the paper's procedure); "
                         "docs/attacks.md")
     p.add_argument("--steps", type=options.STEPS, default=None,
-                   help="PGD steps per budget try (default 10; 5 with --search fast)")
+                   help="most PGD steps per budget try; a try stops once below T - margin, so the report's "
+                        "'iterations' (gradients per image) can be far fewer (default 10; 5 with --search fast)")
     p.add_argument("--search-steps", type=options.SEARCH_STEPS, default=None, help="most tries over the L2 budget (default 7, as the paper)")
     p.add_argument("--margin", type=options.MARGIN, default=None,
                    help="aim below T - margin in the attack and the quantizer (safety against other decoders and re-encoders; default 1)")
