@@ -45,14 +45,12 @@ def _quantize(model, x, adv, targets, config):
 def test_a_small_attack_gives_a_file_as_close_as_the_attack_and_its_rounding(attacked):
     model, x, adv, targets = attacked
     decoded, res = _quantize(model, x, adv, targets, DCTConfig())
-    _, scaled = _quantize(model, x, adv, targets, DCTConfig(bracket_rescue=False))
     assert np.all(np.asarray(res.success))
     psnr = np.asarray(metrics.psnr(jnp.asarray(decoded), jnp.asarray(x)))
-    print(f"attack scaled: L2 {np.asarray(scaled.l2).round(1)}; with the bracket rescue: L2 "
-          f"{np.asarray(res.l2).round(1)}, PSNR {psnr.round(1)} dB")
-    # Quality 100 rounding alone costs about 50 dB here; scaling the attack instead gave 21-29 dB.
-    assert np.all(psnr >= 45.0), (psnr, np.asarray(scaled.l2))
-    assert np.all(np.asarray(res.l2) <= np.asarray(scaled.l2) + 1e-3)
+    print(f"with the bracket rescue: L2 {np.asarray(res.l2).round(1)}, PSNR {psnr.round(1)} dB")
+    # Quality 100 rounding alone costs about 50 dB here; scaling the attack instead (the quantizer
+    # before the rescue, DCTConfig(bracket_rescue=False)) gave L2 2145, 1166, 2417, 1052: 21-29 dB.
+    assert np.all(psnr >= 45.0), psnr
     # The scores the quantizer's success rests on are those of the exact decoding (and re-encodings).
     true = np.asarray(model.apply(model.variables, jnp.asarray(decoded, jnp.float32)))
     assert np.all(true < targets)
