@@ -58,12 +58,12 @@ def _command_module(name: str):
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
     """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``, or
     :func:`~qcamo_jax.errors.skip_line` for a skipped one); others as usual."""
-    from qcamo_jax.errors import ImageFileWarning, InputSkipped, skip_line
+    from qcamo_jax.errors import ImageFileWarning, InputSkipped, one_line, skip_line
 
     if issubclass(category, InputSkipped) and isinstance(message, InputSkipped):
         print(skip_line(message.path, message.reason), file=file or sys.stderr)
     elif issubclass(category, ImageFileWarning):
-        print(f"qcamo: warning: {message}", file=file or sys.stderr)
+        print(f"qcamo: warning: {one_line(str(message))}", file=file or sys.stderr)  # a newline can only be a path's
     else:
         _default(message, category, filename, lineno, file, line)
 

@@ -106,3 +106,11 @@ def test_a_newline_in_a_file_name_keeps_every_report_line_one_line(tiny_file, im
     assert captured.out.count("\n") == 1 and "new\\nline.png" in captured.out
     assert cli.main(["score", "--model", str(path), "--json", str(good)]) == 0
     assert json.loads(capsys.readouterr().out)[0]["path"] == str(good)
+
+
+def test_a_warning_about_a_file_with_a_newline_in_its_name_is_one_line(capsys):
+    from qcamo_jax.errors import ImageFileWarning
+
+    cli._show_warning(ImageFileWarning("in/new\nline.png: ignored PNG chunk(s) with a bad CRC: tEXt"), ImageFileWarning,
+                      "x.py", 1)
+    assert capsys.readouterr().err == "qcamo: warning: in/new\\nline.png: ignored PNG chunk(s) with a bad CRC: tEXt\n"
