@@ -26,17 +26,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qcamo_jax.errors import QcamoError
+    from pathlib import Path
 
     import jax
 
     from qcamo_jax import jpeg
-    from qcamo_jax.display import format_size
-    from qcamo_jax.imageio import load_rgb
-
-    from pathlib import Path
-
     from qcamo_jax.discovery import resolve_path
+    from qcamo_jax.display import format_size
+    from qcamo_jax.errors import QcamoError
+    from qcamo_jax.fileio import atomic_write_bytes
+    from qcamo_jax.imageio import load_rgb
 
     if resolve_path(Path(args.output)) == resolve_path(Path(args.input)):
         raise QcamoError("is the input: an input is never overwritten; choose another output path", args.output)
@@ -47,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     encode = jax.jit(jpeg.encode, static_argnums=1, static_argnames=("dct_method", "subsampling"))
     coeffs = encode(image, args.quality, dct_method=args.dct, subsampling=args.subsampling)
     data = jpeg.jpeg_bytes(jax.device_get(coeffs))
-    from qcamo_jax.fileio import atomic_write_bytes
-
     try:
         atomic_write_bytes(args.output, data)
     except OSError as exc:

@@ -106,9 +106,15 @@ def check_inputs_spared(out: Path, specs: Sequence[str | os.PathLike], paths: Se
         if hit is not None:
             raise QcamoError(f"the output {name} would replace the input {hit}; choose another --out", out)
     for r, p in inputs.items():
-        if r.parent == out_r and (r.name in (REPORT_JSON, REPORT_CSV) or
-                                  (r.suffix.lower() == ".png" and is_page_stem(r.stem))):
+        if _is_report_of(r, out_r):
             raise QcamoError(f"the run's own {r.name} would replace the input {p}; choose another --out", out)
+
+
+def _is_report_of(path: Path, out: Path) -> bool:
+    """Whether resolved ``path`` is one of the reports a run writes in resolved ``out`` (report.json,
+    report.csv, a summary page)."""
+    return path.parent == out and (path.name in (REPORT_JSON, REPORT_CSV) or
+                                   (path.suffix.lower() == ".png" and is_page_stem(path.stem)))
 
 
 def check_log_spared(log_json: str | os.PathLike, out: Path, paths: Sequence[Path], names: Sequence[str]) -> None:
@@ -131,8 +137,7 @@ def check_log_spared(log_json: str | os.PathLike, out: Path, paths: Sequence[Pat
     for p in paths:
         if resolve_path(Path(p)) == log_r:
             raise QcamoError(f"--log-json would append to the input {p}; give the event log another name", log_json)
-    if log_r.parent == out_r and (log_r.name in (*names, REPORT_JSON, REPORT_CSV) or
-                                  (log_r.suffix.lower() == ".png" and is_page_stem(log_r.stem))):
+    if (log_r.parent == out_r and log_r.name in names) or _is_report_of(log_r, out_r):
         raise QcamoError(f"--log-json would be overwritten by the run's own {log_r.name}; give the event log "
                          "another name or folder", log_json)
     try:
