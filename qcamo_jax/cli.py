@@ -8,7 +8,8 @@ file (:class:`qcamo_jax.imageio.ImageFileWarning`: a damaged PNG text chunk igno
 line, ``qcamo: warning: <file>: <problem>``; a file of a folder skipped, like an input a command refuses,
 as ``qcamo: skipped <file>: <reason>`` (:func:`qcamo_jax.errors.skip_line`). A bad option value is
 refused while parsing, as one line naming the option, also with exit code 2
-(:mod:`qcamo_jax.commands.options`). Exit codes are defined in :mod:`qcamo_jax.exitcodes`.
+(:mod:`qcamo_jax.commands.options`). Exit codes are defined in :mod:`qcamo_jax.exitcodes`. The commands
+that compile keep their compiled programs on disk for the next run (:mod:`qcamo_jax.compile_cache`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ COMMANDS: dict[str, str] = {
     "jpeg": "encode an image as JPEG with the JAX encoder (islow / ifast / float DCT)",
     "evaluate": "measure success after saving and after real JPEG encoders, and distortion",
 }
+
+
+#: The subcommands that compile JAX programs, and so use the persistent compilation cache.
+COMPILING = frozenset({"attack", "score", "jpeg", "evaluate"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,21 +60,30 @@ def _command_module(name: str):
         raise
 
 
+#: Input-file warnings already printed by this process: a file is read several times in a run (probed,
+#: attacked, plotted), and each read warns again.
+_warned: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
-    """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``, or
-    :func:`~qcamo_jax.errors.skip_line` for a skipped one); others as usual."""
+    """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``, once per file and
+    problem, or :func:`~qcamo_jax.errors.skip_line` for a skipped one); others as usual."""
     from qcamo_jax.errors import ImageFileWarning, InputSkipped, one_line, skip_line
 
     if issubclass(category, InputSkipped) and isinstance(message, InputSkipped):
         print(skip_line(message.path, message.reason), file=file or sys.stderr)
     elif issubclass(category, ImageFileWarning):
-        print(f"qcamo: warning: {one_line(str(message))}", file=file or sys.stderr)  # a newline can only be a path's
+        text = f"qcamo: warning: {one_line(str(message))}"  # a newline can only be a path's
+        if text not in _warned:
+            _warned.add(text)
+            print(text, file=file or sys.stderr)
     else:
         _default(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
+    _warned.clear()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -79,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return exitcodes.USAGE
     try:
+        if args.command in COMPILING:
+            from qcamo_jax import compile_cache
+
+            compile_cache.enable()  # before the first compilation (qcamo_jax/compile_cache.py)
         return int(args._run(args) or 0)
     except QcamoError as exc:
         print(f"qcamo: error: {exc}", file=sys.stderr)

@@ -295,8 +295,9 @@ def data_parallel(
         arrays.
 
     Returns:
-      ``run(*args) -> outputs`` with the batch size of the inputs; ``run.jitted`` is the underlying
-      jitted function taking padded global arrays (e.g. for ``.lower(...).compile()``).
+      ``run(*args) -> outputs`` with the batch size of the inputs; ``run.compile(*args)`` compiles the
+      program for those arguments ahead of the first call (multi-host: every process calls it, like
+      ``run``); ``run.jitted`` is the underlying jitted function taking padded global arrays.
     """
     in_axes = tuple(in_axes)
     if any(a not in (0, None) for a in in_axes):
@@ -310,7 +311,8 @@ def data_parallel(
     n_local_devices = local_device_count(mesh)
     multi = jax.process_count() > 1
 
-    def run(*args):
+    def place(args):
+        """``(placed global arguments, the caller's batch size)``."""
         if len(args) != len(in_axes):
             raise TypeError(f"expected {len(in_axes)} arguments (in_axes), got {len(args)}")
         batched = [a for a, ax in zip(args, in_axes) if ax == 0]
@@ -329,6 +331,10 @@ def data_parallel(
             else:
                 a = replicate(a, mesh) if not _already_placed(a, mesh) else a
             placed.append(a)
+        return placed, n
+
+    def run(*args):
+        placed, n = place(args)
         with warnings.catch_warnings():
             # Donated copies that no output can reuse are simply freed: not worth a warning.
             warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
@@ -337,7 +343,12 @@ def data_parallel(
             out = multihost_utils.global_array_to_host_local_array(out, mesh, P(AXIS))
         return unpad_batch(out, n)
 
+    def compile(*args):
+        """Compile the program for these arguments' shapes ahead of the first call (which reuses it)."""
+        return jitted.lower(*place(args)[0]).compile()
+
     run.jitted = jitted
+    run.compile = compile
     run.mesh = mesh
     return run
 

@@ -32,8 +32,11 @@ def measure(out: Path) -> dict:
     qcamo = Path(sys.executable).with_name("qcamo")
     events = out.parent / "events.jsonl"  # the run's own compile timing (compile_end events)
     argv = [str(qcamo), "attack", "examples/", "--out", str(out), "--quiet", "--log-json", str(events)]
+    # A first run, as a new user has it: an empty compile cache (qcamo_jax/compile_cache.py), not this
+    # machine's ~/.cache/qcamo_jax/xla.
+    env = {**os.environ, "QCAMO_COMPILE_CACHE": str(out.parent / "xla-cache")}
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     compile_s = sum(e.get("seconds", 0.0) for e in map(json.loads, events.read_text().splitlines())
                     if e.get("event") == "compile_end")

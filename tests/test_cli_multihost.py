@@ -49,7 +49,8 @@ def inputs(tmp_path_factory):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QCAMO_")}
+    # No QCAMO_ setting of the caller's leaks in, except the test run's compile cache (tests/conftest.py).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QCAMO_") or k == "QCAMO_COMPILE_CACHE"}
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
                XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip())
     env.update(extra)

@@ -114,3 +114,21 @@ def test_a_warning_about_a_file_with_a_newline_in_its_name_is_one_line(capsys):
     cli._show_warning(ImageFileWarning("in/new\nline.png: ignored PNG chunk(s) with a bad CRC: tEXt"), ImageFileWarning,
                       "x.py", 1)
     assert capsys.readouterr().err == "qcamo: warning: in/new\\nline.png: ignored PNG chunk(s) with a bad CRC: tEXt\n"
+
+
+def test_a_warning_about_a_file_is_printed_once_per_run(capsys):
+    """A run reads a file several times (probe, attack, summary plot): each read warned, and a new user
+    saw the same bad-CRC line three times. Once per file and problem; a new run warns again."""
+    from qcamo_jax.errors import ImageFileWarning
+
+    cli._warned.clear()
+    for path in ("a.png", "a.png", "b.png", "a.png"):
+        cli._show_warning(ImageFileWarning(f"{path}: ignored PNG chunk(s) with a bad CRC: tEXt"), ImageFileWarning,
+                          "x.py", 1)
+    assert capsys.readouterr().err.splitlines() == [
+        "qcamo: warning: a.png: ignored PNG chunk(s) with a bad CRC: tEXt",
+        "qcamo: warning: b.png: ignored PNG chunk(s) with a bad CRC: tEXt"]
+    cli.main(["--version"])  # a new run starts with nothing warned
+    capsys.readouterr()
+    cli._show_warning(ImageFileWarning("a.png: x"), ImageFileWarning, "x.py", 1)
+    assert capsys.readouterr().err == "qcamo: warning: a.png: x\n"

@@ -51,6 +51,13 @@ class _Counting:
         self.compiles += 1
         self.inner.compile_start(shape, batch)
 
+    def compile_end(self, shape, batch):
+        self.inner.compile_end(shape, batch)
+
+    @property
+    def wants_units(self):
+        return self.inner.wants_units
+
     def units(self, n=1):
         self.units_seen += n
         self.inner.units(n)

@@ -65,33 +65,17 @@ class AttackEngine:
     def __init__(self, model, settings: Settings, *, devices: str | int | None = None, batch_size: int = 4,
                  batch_invariant: bool | None = None):
         import jax
-        import jax.numpy as jnp
-
-        from qcamo_jax.attacks import api
 
         self.model = model
         self.settings = settings
         method, config = methods.attack_config(settings)
-        #: Host listener of the compiled program: ``compile_start(shape, batch)`` before a new shape runs,
-        #: ``units(n)`` as it runs (see :mod:`qcamo_jax.pipeline.progress`); ``None``: nobody listens.
+        #: Host listener of the compiled program: ``compile_start(shape, batch)`` and ``compile_end(shape,
+        #: batch)`` around a new shape's compilation, ``units(n)`` as it runs (see
+        #: :mod:`qcamo_jax.pipeline.progress`); ``None``: nobody listens.
         self.listener = None
         self._method, self._config = method, config
-        self._seen_shapes: set[tuple[int, ...]] = set()
-        score_one = _reporting(model.score_one, self._unit)
-        attack = api.attack_fn(methods.attack_score_fn(score_one, settings), method, config, None)
-        quantizer = methods.quantizer(score_one, settings)
         self.identity = f"{method}:{config!r}:{settings.quantize}:{methods.quantizer_config(settings)!r}"
-
-        self.traces = 0  # how many times the program was traced (compiled): one per image shape
-
-        def one(variables, original, target, key):
-            adv, res = attack(variables, original[None].astype(jnp.float32), target[None], key[None])
-            out, qres = quantizer(variables, original[None], adv, target[None])
-            extras = {"budget": res.budget, "iterations": res.iterations}
-            if qres is not None:
-                extras.update(already_below_target=qres.already_below_target, within_limit=qres.within_limit)
-            return jax.tree.map(lambda a: a[0], (out, extras))
-
+        self.traces = 0  # how many times a program was traced (compiled): one per image shape
         if batch_invariant is None:
             batch_invariant = jax.default_backend() == "cpu"
         self.batch_invariant = bool(batch_invariant)
@@ -100,6 +84,46 @@ class AttackEngine:
             # shape: outputs may differ with the batch size, so it enters the identity and a --resume
             # with another batch size recomputes instead of mixing.
             self.identity += f":vmap-batch-{int(batch_size)}"
+        self._variables = model.variables
+        self._reporters = 1  # devices the batch is split over (this process's)
+        self._mesh = None
+        if devices is not None:
+            from qcamo_jax import sharding
+
+            self._mesh = sharding.make_mesh(devices)
+            self._reporters = sharding.local_device_count(self._mesh)
+            self._variables = sharding.replicate(model.variables, self._mesh)
+        # Every process of a multi-process run compiles the same program, whoever listens (and reports units).
+        self._always_report = jax.process_count() > 1
+        self._programs: dict[bool, Callable] = {}
+        self._compiled: set[tuple[tuple[int, ...], bool]] = set()
+
+    def _program(self, report_units: bool) -> Callable:
+        """The jitted (or data-parallel) program, with or without the unit callbacks (built once each).
+
+        Without them the program has no host callback, so JAX's persistent compilation cache can keep it
+        (:mod:`qcamo_jax.compile_cache`; a program with one is never written there). The numbers are the
+        same either way: the callback does not touch them.
+        """
+        if report_units in self._programs:
+            return self._programs[report_units]
+        import jax
+        import jax.numpy as jnp
+
+        from qcamo_jax.attacks import api
+
+        settings = self.settings
+        score_one = _reporting(self.model.score_one, self._unit) if report_units else self.model.score_one
+        attack = api.attack_fn(methods.attack_score_fn(score_one, settings), self._method, self._config, None)
+        quantizer = methods.quantizer(score_one, settings)
+
+        def one(variables, original, target, key):
+            adv, res = attack(variables, original[None].astype(jnp.float32), target[None], key[None])
+            out, qres = quantizer(variables, original[None], adv, target[None])
+            extras = {"budget": res.budget, "iterations": res.iterations}
+            if qres is not None:
+                extras.update(already_below_target=qres.already_below_target, within_limit=qres.within_limit)
+            return jax.tree.map(lambda a: a[0], (out, extras))
 
         def program(variables, originals, targets, keys):
             self.traces += 1
@@ -110,17 +134,14 @@ class AttackEngine:
             # Every image runs the same batch-of-one computation, whatever the batch it came in.
             return jax.lax.map(lambda a: one(variables, *a), (originals, targets, keys))
 
-        self._variables = model.variables
-        self._reporters = 1  # devices the batch is split over (this process's)
-        if devices is None:
-            self._program = jax.jit(program)
+        if self._mesh is None:
+            run = jax.jit(program)
         else:
             from qcamo_jax import sharding
 
-            mesh = sharding.make_mesh(devices)
-            self._reporters = sharding.local_device_count(mesh)
-            self._variables = sharding.replicate(model.variables, mesh)
-            self._program = sharding.data_parallel(program, mesh, in_axes=(None, 0, 0, 0))
+            run = sharding.data_parallel(program, self._mesh, in_axes=(None, 0, 0, 0))
+        self._programs[report_units] = run
+        return run
 
     def __call__(self, images: np.ndarray, seeds: np.ndarray) -> list[Encoded]:
         import jax
@@ -129,11 +150,25 @@ class AttackEngine:
         images = np.asarray(images, np.uint8)
         keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
         targets = np.full((images.shape[0],), self.settings.target, np.float32)
-        if images.shape not in self._seen_shapes:  # the first call of a shape compiles it
-            self._seen_shapes.add(images.shape)
-            if self.listener is not None:
-                self.listener.compile_start(images.shape[1:], images.shape[0])
-        out, extras = self._program(self._variables, images, targets, keys)
+        listener = self.listener
+        # Units only when someone shows them (a bar on a terminal, --log-json): see _program.
+        report_units = self._always_report or bool(listener is not None and getattr(listener, "wants_units", True))
+        program = self._program(report_units)
+        key = (images.shape, report_units)
+        if key not in self._compiled:  # the first call of a shape compiles it: ahead, to time it exactly
+            self._compiled.add(key)
+            if listener is not None:
+                listener.compile_start(images.shape[1:], images.shape[0])
+            args = (self._variables, images, targets, keys)
+            if self._mesh is None:
+                program.lower(*args).compile()  # the jitted call below reuses it
+            elif not self._always_report:
+                program.compile(*args)
+            # Multi-process: placing a batch is a collective, and the processes' batches of one call may
+            # differ in shape (the last one), so no process compiles apart; its first unit ends the compile.
+            if listener is not None and not self._always_report:
+                listener.compile_end(images.shape[1:], images.shape[0])
+        out, extras = program(self._variables, images, targets, keys)
         out = jax.tree.map(np.asarray, out)  # JpegCoefficients keeps its static fields
         extras = {k: np.asarray(v) for k, v in extras.items()}
         files = _encode_outputs(out, images, self.settings)

@@ -10,9 +10,11 @@ them into
   images) with rate and ETA, compilation time excluded from the ETA, when stderr is a terminal; when it
   is not (a log file, a pipe) no bar is drawn (its carriage-return redraws would fill the log) and a
   plain line is printed instead each time images finish (``qcamo: 8/32 images done, about 5 min left``);
-* one stderr line per compilation (with its duration) and per refused input;
+* one stderr line per compilation (with its duration, and whether it came from the persistent compile
+  cache, :mod:`qcamo_jax.compile_cache`) and per refused input;
 * JSON lines in ``log_json`` (one object per line, ``"event"`` and ``"time"`` (s since the run
-  started) in each): ``start``, ``compile_start``, ``compile_end``, ``progress`` (at most every 10% of
+  started) in each): ``start``, ``compile_start``, ``compile_end`` (``seconds``; ``cache_hits`` and
+  ``cache_misses``: programs loaded from and missing in the persistent cache), ``progress`` (at most every 10% of
   a batch), ``image_done``, ``image_failed``, ``end``;
 * at the end, a table (under 100 columns) of the images that did not reach the target.
 
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from qcamo_jax import compile_cache
 from qcamo_jax.errors import QcamoError
 from qcamo_jax.record import reached_target
 
@@ -80,6 +83,7 @@ class Progress:
         self._next_event = 1
         self._compile_t0 = 0.0
         self._compile_seconds = 0.0
+        self._cache_t0 = {"hits": 0, "misses": 0}
         self._instant = 0  # images done without attack time (refused up front, reused)
         self._compiling: tuple | None = None
         self.closed = False
@@ -96,6 +100,13 @@ class Progress:
             self._json.write(line + "\n")
             self._json.flush()
 
+    @property
+    def wants_units(self) -> bool:
+        """Whether anything shows the units inside a batch: the bar on a terminal, or ``--log-json``'s
+        ``progress`` events. Without either the engine compiles its program without the unit callbacks,
+        and the persistent compilation cache can keep it (:class:`~qcamo_jax.pipeline.engine.AttackEngine`)."""
+        return self.enabled and ((self.show and self.terminal) or self._json is not None)
+
     def message(self, msg: str) -> None:
         """A line for the person, printed above the bar (not in ``--quiet`` mode)."""
         if self.show:
@@ -105,16 +116,22 @@ class Progress:
         """A new shape is about to be compiled; it ends at the program's first unit (or the batch's end)."""
         self._compiling = (tuple(shape), int(batch))
         self._compile_t0 = time.perf_counter()
+        self._cache_t0 = compile_cache.counts()
         self.message(f"qcamo: compiling the attack for {shape[1]} x {shape[0]} (W x H) images, batch {batch} "
-                     f"(once per image size; minutes for large images)...")
+                     f"(once per image size; minutes for large images, unless compiled by an earlier run)...")
         self.event("compile_start", width=int(shape[1]), height=int(shape[0]), batch=int(batch))
 
     def compile_end(self, shape: Sequence[int], batch: int) -> None:
         self._compiling = None
         seconds = time.perf_counter() - self._compile_t0
         self._compile_seconds += seconds
-        self.message(f"qcamo: compiled in {seconds:.1f} s")
-        self.event("compile_end", width=int(shape[1]), height=int(shape[0]), batch=int(batch), seconds=round(seconds, 3))
+        # Programs loaded from the persistent compilation cache (an earlier run compiled them) and compiled.
+        now = compile_cache.counts()
+        hits, misses = (now[k] - self._cache_t0[k] for k in ("hits", "misses"))
+        self.message(f"qcamo: compiled in {seconds:.1f} s" + (" (from the compile cache of an earlier run)"
+                                                               if hits and not misses else ""))
+        self.event("compile_end", width=int(shape[1]), height=int(shape[0]), batch=int(batch), seconds=round(seconds, 3),
+                   cache_hits=hits, cache_misses=misses)
         if self.show and self.terminal:
             self._bar.unpause()  # the ETA counts attack time only, not the compilation
 
