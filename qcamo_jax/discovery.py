@@ -13,7 +13,7 @@ image file when Pillow can decode its format, judged by
 Not image files: formats Pillow only stubs (BUFR, GRIB, HDF5, WMF/EMF: they need a handler Pillow
 does not have), MPEG (Pillow reads the size only), EPS when Ghostscript is missing, and anything no
 plugin recognises. Hidden entries (a name starting with ``.``), the output folder and, inside a folder
-searched, the output folder of an earlier run (:data:`RUN_REPORTS`) are never read.
+searched, the output folder of an earlier run (:data:`RUN_REPORTS`, :data:`RUN_MANIFEST`) are never read.
 Every file or folder of a folder that is skipped is named with its reason through ``skipped`` (by
 default an :class:`qcamo_jax.errors.InputSkipped` warning, printed by the CLI as one line).
 
@@ -42,6 +42,9 @@ from qcamo_jax.imagefile import HEAD_BYTES, header_format, unsupported_format
 #: The reports ``qcamo attack`` writes in its output folder (qcamo_jax.pipeline.outputs REPORT_JSON,
 #: REPORT_CSV): a subfolder holding both is an earlier run's output folder, never searched for inputs.
 RUN_REPORTS = ("report.json", "report.csv")
+#: The list of the files a run may write in its output folder, written before the first of them
+#: (qcamo_jax.pipeline.outputs.write_manifest): a subfolder holding it is a run's output folder too.
+RUN_MANIFEST = ".qcamo-files"
 
 #: ``skipped(path, reason)``: told about every entry of a folder that is not read.
 SkipLog = Callable[[Path, str], None]
@@ -124,9 +127,9 @@ def _walk(folder: Path, exclude: Path | None, recursive: bool, ignore: Sequence[
                 skipped(full, "hidden folder")
             elif full.is_symlink():
                 skipped(full, "symbolic link to a folder: not followed")
-            elif all((full / name).is_file() for name in RUN_REPORTS):
-                skipped(full, "the output folder of an earlier qcamo run (it holds report.json and report.csv): "
-                              "not read, so its outputs are not attacked again; name the folder to read it")
+            elif all((full / name).is_file() for name in RUN_REPORTS) or (full / RUN_MANIFEST).is_file():
+                skipped(full, f"the output folder of an earlier qcamo run (it holds report.json and report.csv, or "
+                              f"{RUN_MANIFEST}): not read, so its outputs are not attacked again; name the folder to read it")
             else:
                 keep.append(d)
         dirs[:] = keep

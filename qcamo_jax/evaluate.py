@@ -28,7 +28,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from qcamo_jax.discovery import discover_inputs, resolve_path
+from qcamo_jax.discovery import RUN_MANIFEST, discover_inputs, resolve_path
 from qcamo_jax.errors import QcamoError
 from qcamo_jax.display import format_size
 from qcamo_jax.imageio import load_rgb
@@ -37,7 +37,7 @@ from qcamo_jax.report import read_records
 
 #: Files that qcamo's own runs leave in a folder, never evaluated (``fnmatch`` patterns): the reports of
 #: ``qcamo attack`` (qcamo_jax.pipeline REPORT_JSON, REPORT_CSV, SUMMARY_PNG) and of ``qcamo evaluate``.
-OWN_FILES = ("report.json", "report.csv", "summary*.png", "evaluation.csv", "evaluation.json")
+OWN_FILES = ("report.json", "report.csv", "summary*.png", "evaluation.csv", "evaluation.json", RUN_MANIFEST)
 
 #: ``name -> reencode(path) -> uint8 [H, W, 3]``: re-encode a file at the evaluation quality, decode it.
 ReencodeFn = Callable[[str], np.ndarray]

@@ -133,7 +133,15 @@ def test_a_bad_pair_is_skipped_and_the_others_evaluated(folders, tmp_path, capsy
     data = json.loads((a2 / "evaluation.json").read_text())
     assert [r["file"] for r in data["files"]] == ["astronaut.png"]
 
+    # A file without an original alone is enough for exit 1: the folder was not all evaluated.
+    for name in ("coffee.png", "chelsea.png", "rocket.png"):
+        (a2 / name).unlink()
+    assert cli.main(args) == 1
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("qcamo: skipped")] == [
+        f"qcamo: skipped {a2 / 'stray.png'}: no original of the same name in {o2}"]
+
     (a2 / "astronaut.png").unlink()
+    (a2 / "coffee.png").write_text("not a picture")
     assert cli.main(args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"qcamo: error: {a2}: no file could be evaluated")
 

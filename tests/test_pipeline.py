@@ -247,10 +247,13 @@ def test_corpus_run_reports_and_exit_code(corpus_run):
     assert [r["path"] for r in rows] == [r["path"] for r in data]
     with Image.open(out / "summary.png") as im:
         assert im.format == "PNG" and im.width > 400
-    # Nothing else in the folder: outputs, the two reports, the summary pages; no temporary files.
+    # Nothing else in the folder: outputs, the two reports, the summary pages, the list of the run's file
+    # names (.qcamo-files, which holds them all); no temporary files.
     pages = [summary_plot.page_path(out / "summary.png", k).name for k in range(1, -(-len(data) // summary_plot.PER_PAGE) + 1)]
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([Path(r["output"]).name for r in data if r["output"]] + ["report.csv", "report.json", *pages])
+    written = [Path(r["output"]).name for r in data if r["output"]] + ["report.csv", "report.json", *pages]
+    assert names == sorted([*written, ".qcamo-files"])
+    assert set(written) <= set(json.loads((out / ".qcamo-files").read_text())["files"])
 
 
 def test_inputs_never_modified(corpus_run):

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--survive", type=options.SURVIVE, default="common", metavar="SET",
                    help="re-encoders every output must stay below T after, each run by its real library to check: "
                         "'common' (default: ImageMagick q90, Pillow q90 4:4:4 and 4:2:0, libjpeg-turbo islow 4:2:0 "
-                        "q75-95), 'imagemagick' (the paper's single encoder), 'none' (as saved only), or "
+                        "q75, 80, 85, 90, 95: only those five, not the qualities between), 'imagemagick' (the paper's single encoder), 'none' (as saved only), or "
                         "ENCODER:QUALITIES items, e.g. imagemagick:90,pillow-420:85-95/5")
     p.add_argument("--quality", type=options.QUALITY, default=None,
                    help="JPEG quality the dct quantizer writes its file at (default: 100 for a set, the measured "
@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = pipeline.discover_inputs(args.inputs, exclude=out)
     if not inputs:
         raise QcamoError("no input images found in " + " ".join(args.inputs))
-    pipeline.check_inputs_spared(out, args.inputs, inputs, pipeline.output_names(inputs, settings.extension))
+    names = pipeline.output_names(inputs, settings.extension)
+    pipeline.check_inputs_spared(out, args.inputs, inputs, names)
+    pipeline.check_existing_files_are_runs(out, names, len(inputs))
     # Join the multi-host job (if any) before anything touches a device: loading the model does.
     main_process = True
     if sharding.initialize_distributed(auto_detect=args.distributed == "auto"):

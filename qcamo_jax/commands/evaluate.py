@@ -4,7 +4,7 @@ Thin: parse, call :mod:`qcamo_jax.evaluate`, print the table, write CSV and JSON
 A file without an original of the same name (or with several: ``a.png`` and ``a.jpg``; the pair is
 not guessed), or a pair that cannot be evaluated (unreadable, not an
 image, sizes that differ), is named in one line (:func:`qcamo_jax.errors.skip_line`) and the others are
-still evaluated; exit status 1 if a pair was refused, 2 if none could be evaluated
+still evaluated; exit status 1 if a file was left out either way, 2 if none could be evaluated
 (:mod:`qcamo_jax.exitcodes`).
 """
 
@@ -68,4 +68,5 @@ def run(args: argparse.Namespace) -> int:
             "target": None if args.relative_target is not None else args.target, "relative_target": args.relative_target}
     csv_path, json_path = evaluation_report.write_reports(stem, rows, summary, meta)
     print(f"qcamo: wrote {csv_path} and {json_path}", file=sys.stderr)
-    return exitcodes.INPUT_ERRORS if refused else exitcodes.OK
+    # A file left out for want of its original counts like a refused pair: the folder was not all evaluated.
+    return exitcodes.INPUT_ERRORS if refused or unmatched else exitcodes.OK

@@ -34,8 +34,8 @@ Data contract: images are ``uint8 [H, W, 3]`` RGB pixels; scores are on the mode
 from qcamo_jax.pipeline.batch import BatchRunner
 from qcamo_jax.pipeline.engine import AttackEngine, Encoded, Engine, attack_config, make_engine
 from qcamo_jax.pipeline.inputs import discover_inputs, load_input, probe_input
-from qcamo_jax.pipeline.outputs import (CRASH_ENV, REPORT_CSV, REPORT_JSON, RESERVED_STEMS, SUMMARY_PNG, check_inputs_spared,
-                                        check_output_dir,
+from qcamo_jax.pipeline.outputs import (CRASH_ENV, REPORT_CSV, REPORT_JSON, RESERVED_STEMS, SUMMARY_PNG,
+                                        check_existing_files_are_runs, check_inputs_spared, check_output_dir,
                                         decode_output, encode_png, output_names, prepare_output_dir)
 from qcamo_jax.pipeline.plan import Item, engine_batch, job_fingerprint, plan_batches
 from qcamo_jax.pipeline.progress import Progress, missed_table
@@ -49,8 +49,8 @@ from qcamo_jax.record import FIELDS, empty_record
 __all__ = [
     "AttackEngine", "BatchRunner", "CRASH_ENV", "DEFAULT_MARGIN", "DEFAULT_SURVIVE", "Encoded", "Engine", "FIELDS",
     "Item", "METHODS", "Progress", "QUANTIZERS", "REPORT_CSV", "REPORT_JSON",
-    "RESERVED_STEMS", "RunResult", "SUMMARY_PNG", "Scorer", "Settings", "attack_config", "check_inputs_spared",
-    "check_output_dir", "decode_output",
+    "RESERVED_STEMS", "RunResult", "SUMMARY_PNG", "Scorer", "Settings", "attack_config",
+    "check_existing_files_are_runs", "check_inputs_spared", "check_output_dir", "decode_output",
     "discover_inputs", "distortion", "empty_record", "encode_png", "engine_batch", "image_seed", "job_fingerprint",
     "load_input", "load_previous_records", "make_engine", "missed_table", "model_identity", "output_names", "plan_batches",
     "prepare_output_dir", "probe_input", "run", "settings_hash",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,10 +22,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from qcamo_jax import imageio
+from qcamo_jax import fileio, imageio, summary_plot
+from qcamo_jax.discovery import RUN_MANIFEST, resolve_path
 from qcamo_jax.errors import QcamoError
-from qcamo_jax.discovery import resolve_path
-from qcamo_jax.summary_plot import is_page_stem
+from qcamo_jax.report import read_records
+from qcamo_jax.summary_plot import is_page_stem, page_path
 
 #: Output stems reserved for the run's own files.
 RESERVED_STEMS = frozenset({"report", "summary"})
@@ -108,6 +110,69 @@ def check_inputs_spared(out: Path, specs: Sequence[str | os.PathLike], paths: Se
     for r, p in inputs.items():
         if _is_report_of(r, out_r):
             raise QcamoError(f"the run's own {r.name} would replace the input {p}; choose another --out", out)
+
+
+def run_file_names(names: Sequence[str], n_inputs: int) -> list[str]:
+    """Every file name a run of ``n_inputs`` inputs with outputs ``names`` may write in its output folder:
+    the outputs, the two reports and the summary pages (:data:`~qcamo_jax.summary_plot.PER_PAGE` images each)."""
+    pages = max(1, -(-int(n_inputs) // summary_plot.PER_PAGE))
+    return [*names, REPORT_JSON, REPORT_CSV, *(page_path(SUMMARY_PNG, k).name for k in range(1, pages + 1))]
+
+
+def earlier_run_files(out: Path) -> set[str]:
+    """Names of the files earlier runs wrote (or were about to write) in ``out``: those a run may replace.
+
+    The names in ``out/.qcamo-files`` (:func:`write_manifest`), and for a folder a run filled before that
+    list existed, the outputs its valid ``report.json`` lists, with the reports and summary pages.
+    """
+    names: set[str] = set()
+    try:
+        data = json.loads((out / RUN_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("files"), list):
+        names.update(n for n in data["files"] if isinstance(n, str))
+    records = read_records(out)
+    if records:
+        names.update(Path(r["output"]).name for r in records if isinstance(r.get("output"), str))
+        names.update((REPORT_JSON, REPORT_CSV))
+        names.update(f for f in os.listdir(out) if f.lower().endswith(".png") and is_page_stem(Path(f).stem))
+    return names
+
+
+def check_existing_files_are_runs(out: Path, names: Sequence[str], n_inputs: int) -> None:
+    """Refuse, before anything is written, a run that would replace a file no earlier run wrote in ``out``.
+
+    Outputs and reports are written over the files of an earlier run (a re-run replaces them; ``--resume``
+    keeps what it can), but a file of the user's own that happens to have an output's name (``photo.jpg``
+    beside the input ``photo.png`` in ``--out``) is never replaced: the run stops here, naming it.
+
+    Raises:
+      QcamoError: naming the output folder and the file at risk.
+    """
+    if not out.is_dir():
+        return
+    ours = None
+    for name in run_file_names(names, n_inputs):
+        path = out / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if ours is None:
+            ours = earlier_run_files(out)
+        if name not in ours:
+            raise QcamoError(f"the run would replace {name}, a file no earlier qcamo run wrote there; move it "
+                             f"or choose another --out", out)
+
+
+def write_manifest(out: Path, names: Sequence[str], n_inputs: int) -> None:
+    """Add this run's file names (:func:`run_file_names`) to ``out/.qcamo-files``, before it writes any.
+
+    A run killed before its first report still leaves this list, so the next run (or ``--resume``) knows
+    the files it finds are a run's, not the user's (:func:`check_existing_files_are_runs`). Written
+    atomically; names of earlier runs are kept.
+    """
+    known = sorted(earlier_run_files(out) | set(run_file_names(names, n_inputs)))
+    fileio.atomic_write_bytes(out / RUN_MANIFEST, (json.dumps({"files": known}, ensure_ascii=False) + "\n").encode())
 
 
 def _is_report_of(path: Path, out: Path) -> bool:

@@ -25,8 +25,9 @@ from qcamo_jax.errors import QcamoError
 from qcamo_jax.pipeline.batch import BatchRunner
 from qcamo_jax.pipeline.engine import Engine, make_engine
 from qcamo_jax.pipeline.inputs import discover_inputs, probe_input
-from qcamo_jax.pipeline.outputs import (SUMMARY_PNG, _crash_point, check_inputs_spared, check_log_spared, check_output_dir, output_names,
-                                        prepare_output_dir)
+from qcamo_jax.pipeline.outputs import (SUMMARY_PNG, _crash_point, check_existing_files_are_runs, check_inputs_spared,
+                                        check_log_spared, check_output_dir, output_names, prepare_output_dir,
+                                        write_manifest)
 from qcamo_jax.pipeline.plan import Item, job_fingerprint, plan_batches
 from qcamo_jax.pipeline.progress import Progress
 from qcamo_jax.pipeline.resume import finished_records, load_previous_records, reuse_flags
@@ -116,6 +117,7 @@ def run(
     shash = settings_hash(settings, model_identity(model), engine.identity)
     names = output_names(paths, settings.extension)
     check_inputs_spared(out, inputs, paths, names)
+    check_existing_files_are_runs(out, names, len(paths))
     if log_json is not None:
         check_log_spared(log_json, out, paths, names)
     group.agree("the inputs and settings", job_fingerprint(paths, names, shash, batch_size, resume, devices))
@@ -163,6 +165,10 @@ def _run(batches: BatchRunner, items: list[Item], records: list, out, model, set
     prepare_output_dir(out)
 
     previous = group.broadcast(load_previous_records(out) if resume and group.is_main else {})
+    # After that collective (every process has swept its stale temporary files, so none deletes this
+    # one's) and before any file is written: the names this run may write are a run's, not the user's.
+    if group.is_main:
+        write_manifest(out, [it.name for it in items], len(items))
     plan = plan_batches(ok, batch_size)
     reuse = reuse_flags(plan, previous, shash, out, group)
     reused = processed = 0

@@ -1,0 +1,109 @@
+"""A run never replaces a file of the user's own in its output folder (only an earlier run's files).
+
+Found by a new user: ``qcamo attack photo.png --out FOLDER`` where ``FOLDER/photo.jpg`` was a different
+picture replaced it without a word. The rule (qcamo_jax/pipeline/outputs.py): a file the run would
+write may replace only a file an earlier run wrote or was about to write (``.qcamo-files``, written
+before the first output, or an older folder's valid ``report.json``). Checked with a stand-in engine
+(each input written back as a PNG), so the rule, not the attack, is what runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import photos
+from qcamo_jax import fileio, pipeline
+from qcamo_jax.discovery import RUN_MANIFEST
+from qcamo_jax.errors import QcamoError
+from qcamo_jax.pipeline.engine import Encoded
+from qcamo_jax.pipeline.outputs import encode_png, write_manifest
+
+SHAPE = (64, 96)
+SETTINGS = pipeline.Settings(target=45.0, method="pgd", quantize="none", survive="none")
+
+
+class _Echo:
+    identity, listener = "echo-engine", None
+
+    def expected_units(self, shape, batch):
+        return batch
+
+    def __call__(self, images, seeds):
+        return [Encoded(encode_png(np.asarray(im, np.uint8)), {}) for im in images]
+
+
+def _hashes(folder):
+    return {p.name: fileio.sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _run(inputs, out, tiny):
+    return pipeline.run(inputs, out, tiny, SETTINGS, engine=_Echo(), batch_size=2, progress=False, summary=False)
+
+
+@pytest.fixture
+def photo(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(photos.photo("chelsea", SHAPE)).save(d / "cat.png")
+    return d / "cat.png"
+
+
+@pytest.mark.parametrize("name", ["cat.png", "report.json", "report.csv"])
+def test_a_users_file_with_a_run_files_name_is_refused_untouched(tmp_path, tiny, photo, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"the user's own file")
+    before = _hashes(out)
+    with pytest.raises(QcamoError, match=rf"would replace {name}, a file no earlier qcamo run wrote"):
+        _run([photo], out, tiny)
+    assert _hashes(out) == before  # nothing replaced, nothing added (not even .qcamo-files)
+    # The command line refuses it the same way, before the model is loaded.
+    names = pipeline.output_names([photo], SETTINGS.extension)
+    with pytest.raises(QcamoError, match=name):
+        pipeline.check_existing_files_are_runs(out, names, 1)
+
+
+def test_a_run_replaces_the_files_of_an_earlier_run(tmp_path, tiny, photo):
+    out = tmp_path / "out"
+    _run([photo], out, tiny)
+    manifest = json.loads((out / RUN_MANIFEST).read_text())["files"]
+    assert {"cat.png", "report.json", "report.csv", "summary.png"} <= set(manifest)
+    (out / "cat.png").write_bytes(b"edited since")  # still the earlier run's file: replaced
+    _run([photo], out, tiny)
+    assert (out / "cat.png").read_bytes() != b"edited since"
+
+
+def test_files_of_a_run_killed_before_its_report_are_replaced(tmp_path, tiny, photo):
+    out = tmp_path / "out"
+    out.mkdir()
+    write_manifest(out, ["cat.png"], 1)  # what a run writes before its first output
+    (out / "cat.png").write_bytes(b"half a run")
+    _run([photo], out, tiny)
+    assert (out / "report.json").is_file()
+
+
+def test_a_folder_filled_before_the_manifest_existed(tmp_path, tiny, photo):
+    """An older run's folder has no .qcamo-files: its valid report.json says which files are a run's."""
+    out = tmp_path / "out"
+    _run([photo], out, tiny)
+    (out / RUN_MANIFEST).unlink()
+    _run([photo], out, tiny)  # its report lists cat.png: replaced
+    (out / RUN_MANIFEST).unlink()
+    (out / "report.json").write_text("not a qcamo report")
+    with pytest.raises(QcamoError, match="would replace cat.png"):
+        _run([photo], out, tiny)
+
+
+def test_an_earlier_output_folder_inside_an_input_folder_is_not_read(tmp_path, tiny, photo):
+    """A run killed before its reports leaves .qcamo-files: enough to know the folder is a run's."""
+    run_dir = photo.parent / "out"
+    run_dir.mkdir()
+    write_manifest(run_dir, ["cat.png"], 1)
+    Image.fromarray(photos.photo("coffee", SHAPE)).save(run_dir / "cat.png")
+    with pytest.warns(Warning, match="output folder of an earlier qcamo run"):
+        found = pipeline.discover_inputs([photo.parent])
+    assert found == [photo]
