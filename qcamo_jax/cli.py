@@ -77,6 +77,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         if text not in _warned:
             _warned.add(text)
             print(text, file=file or sys.stderr)
+    elif str(message).startswith("Error reading persistent compilation cache entry"):
+        # JAX then compiles anew but never rewrites the damaged entry (jax/_src/lru_cache.py: an existing key
+        # is kept), so every later run would compile it again: say how to get the cache back.
+        from qcamo_jax import compile_cache
+
+        text = (f"qcamo: warning: a damaged entry of the compile cache {compile_cache.active_dir() or ''} was "
+                f"skipped (compiled again instead); delete that folder to rebuild it")
+        if text not in _warned:
+            _warned.add(text)
+            print(text, file=file or sys.stderr)
     else:
         _default(message, category, filename, lineno, file, line)
 

@@ -117,6 +117,15 @@ def _listen() -> None:
     monitoring.register_event_listener(on_event)
 
 
+def active_dir() -> str | None:
+    """The folder JAX's persistent cache uses in this process, or None when it is off."""
+    import jax
+
+    if not jax.config.jax_enable_compilation_cache:
+        return None
+    return jax.config.jax_compilation_cache_dir
+
+
 def counts() -> dict[str, int]:
     """This process's persistent-cache lookups so far: ``{"hits": int, "misses": int}`` (0s when off).
 

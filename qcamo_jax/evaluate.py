@@ -43,6 +43,18 @@ OWN_FILES = ("report.json", "report.csv", "summary*.png", "evaluation.csv", "eva
 ReencodeFn = Callable[[str], np.ndarray]
 
 
+def check_folders(attacked: str | os.PathLike, originals: str | os.PathLike) -> None:
+    """Refuse an ``--originals`` folder that is the attacked folder itself: every file would be measured
+    against itself (L2 0, PSNR inf), a clean-looking result that means nothing.
+
+    Raises:
+      QcamoError: naming the folder.
+    """
+    if Path(originals).is_dir() and resolve_path(Path(originals)) == resolve_path(Path(attacked)):
+        raise QcamoError("--originals is the folder being evaluated: each file would be compared with itself; "
+                         "give the folder of the original images", originals)
+
+
 def list_images(folder: str | os.PathLike, ignore: Sequence[str] = OWN_FILES, skipped=None) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (:mod:`qcamo_jax.discovery` decides what an
     image file is; ``ignore`` patterns are left out silently, every other file skipped goes to ``skipped``).

@@ -18,6 +18,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from qcamo_jax.errors import QcamoError
 from qcamo_jax.fileio import atomic_write
 
 
@@ -110,6 +111,32 @@ def to_json(rows: Sequence[Row], summary: Mapping, meta: Mapping | None = None) 
         "files": [{k: clean(v) for k, v in r._asdict().items()} for r in rows],
     }
     return json.dumps(payload, indent=2, allow_nan=False)
+
+
+def check_replaceable(out_stem: str | os.PathLike) -> None:
+    """Refuse, before any work, to replace a ``<stem>.json`` / ``<stem>.csv`` that is not an earlier evaluation.
+
+    An earlier ``qcamo evaluate``'s JSON (an object with ``meta``, ``summary`` and ``files``) and its CSV are
+    replaced; a file of the user's own under those names is not.
+
+    Raises:
+      QcamoError: naming the file at risk.
+    """
+    stem = Path(out_stem)
+    json_path, csv_path = stem.with_suffix(".json"), stem.with_suffix(".csv")
+    ours = False
+    if json_path.exists():
+        try:
+            data = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        ours = isinstance(data, dict) and {"meta", "summary", "files"} <= data.keys()
+        if not ours:
+            raise QcamoError("is not an earlier qcamo evaluation and would be replaced; move it or choose another --out",
+                             json_path)
+    if csv_path.exists() and not ours:
+        raise QcamoError("would be replaced, and no earlier qcamo evaluation is beside it; move it or choose "
+                         "another --out", csv_path)
 
 
 def write_reports(out_stem: str | os.PathLike, rows: Sequence[Row], summary: Mapping, meta: Mapping | None = None) -> tuple[Path, Path]:

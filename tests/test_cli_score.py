@@ -132,3 +132,15 @@ def test_a_warning_about_a_file_is_printed_once_per_run(capsys):
     capsys.readouterr()
     cli._show_warning(ImageFileWarning("a.png: x"), ImageFileWarning, "x.py", 1)
     assert capsys.readouterr().err == "qcamo: warning: a.png: x\n"
+
+
+def test_a_damaged_compile_cache_entry_is_one_line_saying_how_to_rebuild(capsys):
+    """JAX compiles again past a damaged cache entry but never rewrites it, and warned with a raw Python
+    warning each run; one qcamo line per run instead, naming the folder to delete."""
+    cli._warned.clear()
+    for _ in range(2):
+        cli._show_warning(UserWarning("Error reading persistent compilation cache entry for 'jit_program': "
+                                      "ZstdError: could not decompress"), UserWarning, "compiler.py", 782)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("qcamo: warning: a damaged entry of the compile cache")
+    assert err[0].endswith("delete that folder to rebuild it")

@@ -105,6 +105,31 @@ def test_errors_are_one_line(folders, tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "missing"), "--originals", str(orig)]) == 2
 
 
+def test_what_evaluate_would_get_wrong_or_replace_is_refused(folders, tmp_path, capsys):
+    """Found by a new user: ``--originals`` equal to DIR compared every file with itself (PSNR inf, a clean-
+    looking result), and a DIR/evaluation.json of the user's own was replaced. Both: one line, exit 2,
+    nothing written; an earlier evaluation is still replaced."""
+    orig, att = folders
+    assert cli.main(["evaluate", str(att), "--originals", str(att), "--model", "toy"]) == 2
+    assert "compared with itself" in capsys.readouterr().err
+    a2 = tmp_path / "att"
+    shutil.copytree(att, a2)
+    for name in ("evaluation.json", "evaluation.csv"):
+        (a2 / name).unlink(missing_ok=True)
+    args = ["evaluate", str(a2), "--originals", str(orig), "--model", "toy", "--relative-target", "0.5",
+            "--encoders", "pillow-444"]
+    (a2 / "evaluation.json").write_text('{"my": "notes"}')
+    assert cli.main(args) == 2
+    assert "evaluation.json: is not an earlier qcamo evaluation" in capsys.readouterr().err
+    assert (a2 / "evaluation.json").read_text() == '{"my": "notes"}'
+    (a2 / "evaluation.json").unlink()
+    (a2 / "evaluation.csv").write_text("my,table\n")
+    assert cli.main(args) == 2 and (a2 / "evaluation.csv").read_text() == "my,table\n"
+    capsys.readouterr()
+    (a2 / "evaluation.csv").unlink()
+    assert cli.main(args) == 0 and cli.main(args) == 0  # the second run replaces the first's reports
+
+
 def test_a_bad_pair_is_skipped_and_the_others_evaluated(folders, tmp_path, capsys):
     """An attacked file that is not an image, one whose size differs from its original's, one whose
     original is damaged, and one without an original: one skip line each (the format of every

@@ -107,3 +107,32 @@ def test_an_earlier_output_folder_inside_an_input_folder_is_not_read(tmp_path, t
     with pytest.warns(Warning, match="output folder of an earlier qcamo run"):
         found = pipeline.discover_inputs([photo.parent])
     assert found == [photo]
+
+
+def test_a_report_json_of_another_program_is_not_a_runs(tmp_path, tiny, photo):
+    """A photo catalogue's report.json (a list of objects with a "path") is not a qcamo report: the files
+    beside it are the user's, and nothing is replaced or listed as a run's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps([{"path": "holiday/IMG_1.jpg", "label": "beach", "rating": 5}]))
+    (out / "summary.png").write_bytes(b"the user's chart")
+    before = _hashes(out)
+    with pytest.raises(QcamoError, match="would replace report.json"):
+        _run([photo], out, tiny)
+    assert _hashes(out) == before
+
+
+def test_a_manifest_that_is_not_a_file_is_one_line_before_any_work(tmp_path, tiny, photo):
+    out = tmp_path / "out"
+    (out / RUN_MANIFEST).mkdir(parents=True)
+    with pytest.raises(QcamoError, match=r"\.qcamo-files there is not a file"):
+        pipeline.check_existing_files_are_runs(out, ["cat.png"], 1)
+
+
+def test_the_event_log_cannot_be_the_manifest(tmp_path, photo):
+    from qcamo_jax.pipeline.outputs import check_log_spared
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(QcamoError, match="another name"):
+        check_log_spared(out / RUN_MANIFEST, out, [photo], ["cat.png"])

@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     names = evaluate.DEFAULT_ENCODERS if args.encoders is None else args.encoders
     stem = Path(args.out) if args.out else Path(args.dir) / "evaluation"
     own = (*evaluate.OWN_FILES, f"{stem.name.lower()}.csv", f"{stem.name.lower()}.json")
+    evaluate.check_folders(args.dir, args.originals)
+    evaluation_report.check_replaceable(stem)
     files, originals, unmatched = evaluate.match_originals(evaluate.list_images(args.dir, ignore=own), args.originals)
     for path, reason in unmatched:
         print(skip_line(path, reason), file=sys.stderr)

@@ -119,6 +119,10 @@ def run_file_names(names: Sequence[str], n_inputs: int) -> list[str]:
     return [*names, REPORT_JSON, REPORT_CSV, *(page_path(SUMMARY_PNG, k).name for k in range(1, pages + 1))]
 
 
+#: Fields every record of a qcamo report has (qcamo_jax.record.FIELDS).
+_RUN_FIELDS = frozenset({"path", "output", "error", "input_sha256", "settings_hash"})
+
+
 def earlier_run_files(out: Path) -> set[str]:
     """Names of the files earlier runs wrote (or were about to write) in ``out``: those a run may replace.
 
@@ -133,7 +137,9 @@ def earlier_run_files(out: Path) -> set[str]:
     if isinstance(data, dict) and isinstance(data.get("files"), list):
         names.update(n for n in data["files"] if isinstance(n, str))
     records = read_records(out)
-    if records:
+    # A qcamo report, not any JSON list of objects with a "path" (a photo catalogue's report.json): every
+    # record carries the run's own fields.
+    if records and all(_RUN_FIELDS <= r.keys() for r in records):
         names.update(Path(r["output"]).name for r in records if isinstance(r.get("output"), str))
         names.update((REPORT_JSON, REPORT_CSV))
         names.update(f for f in os.listdir(out) if f.lower().endswith(".png") and is_page_stem(Path(f).stem))
@@ -152,6 +158,10 @@ def check_existing_files_are_runs(out: Path, names: Sequence[str], n_inputs: int
     """
     if not out.is_dir():
         return
+    manifest = out / RUN_MANIFEST
+    if manifest.exists() and not manifest.is_file():
+        raise QcamoError(f"{RUN_MANIFEST} there is not a file (a run keeps the list of its file names in it); "
+                         f"move it or choose another --out", out)
     ours = None
     for name in run_file_names(names, n_inputs):
         path = out / name
@@ -176,9 +186,9 @@ def write_manifest(out: Path, names: Sequence[str], n_inputs: int) -> None:
 
 
 def _is_report_of(path: Path, out: Path) -> bool:
-    """Whether resolved ``path`` is one of the reports a run writes in resolved ``out`` (report.json,
-    report.csv, a summary page)."""
-    return path.parent == out and (path.name in (REPORT_JSON, REPORT_CSV) or
+    """Whether resolved ``path`` is one of the run's own files in resolved ``out`` (report.json,
+    report.csv, a summary page, .qcamo-files)."""
+    return path.parent == out and (path.name in (REPORT_JSON, REPORT_CSV, RUN_MANIFEST) or
                                    (path.suffix.lower() == ".png" and is_page_stem(path.stem)))
 
 

@@ -117,8 +117,10 @@ class Progress:
         self._compiling = (tuple(shape), int(batch))
         self._compile_t0 = time.perf_counter()
         self._cache_t0 = compile_cache.counts()
+        # Only a program without the unit callbacks can come from the compile cache (AttackEngine).
+        reuse = "" if self.wants_units else ", unless compiled by an earlier run"
         self.message(f"qcamo: compiling the attack for {shape[1]} x {shape[0]} (W x H) images, batch {batch} "
-                     f"(once per image size; minutes for large images, unless compiled by an earlier run)...")
+                     f"(once per image size; minutes for large images{reuse})...")
         self.event("compile_start", width=int(shape[1]), height=int(shape[0]), batch=int(batch))
 
     def compile_end(self, shape: Sequence[int], batch: int) -> None:
