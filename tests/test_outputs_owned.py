@@ -71,7 +71,7 @@ def test_a_run_replaces_the_files_of_an_earlier_run(tmp_path, tiny, photo):
     out = tmp_path / "out"
     _run([photo], out, tiny)
     manifest = json.loads((out / RUN_MANIFEST).read_text())["files"]
-    assert {"cat.png", "report.json", "report.csv", "summary.png"} <= set(manifest)
+    assert {"cat.png", "report.json", "report.csv"} <= set(manifest)  # no summary.png: summary=False
     (out / "cat.png").write_bytes(b"edited since")  # still the earlier run's file: replaced
     _run([photo], out, tiny)
     assert (out / "cat.png").read_bytes() != b"edited since"
@@ -94,7 +94,7 @@ def test_a_folder_filled_before_the_manifest_existed(tmp_path, tiny, photo):
     _run([photo], out, tiny)  # its report lists cat.png: replaced
     (out / RUN_MANIFEST).unlink()
     (out / "report.json").write_text("not a qcamo report")
-    with pytest.raises(QcamoError, match="would replace cat.png"):
+    with pytest.raises(QcamoError, match=r"would replace .*cat\.png"):
         _run([photo], out, tiny)
 
 
@@ -136,3 +136,24 @@ def test_the_event_log_cannot_be_the_manifest(tmp_path, photo):
     out.mkdir()
     with pytest.raises(QcamoError, match="another name"):
         check_log_spared(out / RUN_MANIFEST, out, [photo], ["cat.png"])
+
+
+def test_every_file_at_risk_is_named_at_once_and_no_summary_spares_summary_png(tmp_path, tiny, photo):
+    """One refusal names all the files at risk (four files were four runs to find); a run without summary
+    pages (--no-summary) leaves a user's summary.png alone instead of refusing it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("cat.png", "report.csv", "summary.png"):
+        (out / name).write_bytes(b"the user's own file")
+    names = pipeline.output_names([photo], SETTINGS.extension)
+    with pytest.raises(QcamoError, match=r"would replace 3 files .*\(cat\.png, report\.csv, summary\.png\); move them"):
+        pipeline.check_existing_files_are_runs(out, names, 1)
+    (out / "cat.png").unlink()
+    (out / "report.csv").unlink()
+    before = _hashes(out)
+    _run([photo], out, tiny)  # summary=False
+    assert (out / "summary.png").read_bytes() == b"the user's own file"
+    assert "summary.png" not in json.loads((out / RUN_MANIFEST).read_text())["files"]
+    with pytest.raises(QcamoError, match="would replace summary.png"):
+        pipeline.check_existing_files_are_runs(out, names, 1, summary=True)
+    assert {k: v for k, v in _hashes(out).items() if k == "summary.png"} == before

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise QcamoError("no input images found in " + " ".join(args.inputs))
     names = pipeline.output_names(inputs, settings.extension)
     pipeline.check_inputs_spared(out, args.inputs, inputs, names)
-    pipeline.check_existing_files_are_runs(out, names, len(inputs))
+    pipeline.check_existing_files_are_runs(out, names, len(inputs), summary=not args.no_summary)
     # Join the multi-host job (if any) before anything touches a device: loading the model does.
     main_process = True
     if sharding.initialize_distributed(auto_detect=args.distributed == "auto"):

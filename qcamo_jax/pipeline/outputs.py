@@ -112,13 +112,16 @@ def check_inputs_spared(out: Path, specs: Sequence[str | os.PathLike], paths: Se
             raise QcamoError(f"the run's own {r.name} would replace the input {p}; choose another --out", out)
 
 
-def run_file_names(names: Sequence[str], n_inputs: int) -> list[str]:
+def run_file_names(names: Sequence[str], n_inputs: int, summary: bool = True) -> list[str]:
     """Every file name a run of ``n_inputs`` inputs with outputs ``names`` may write in its output folder:
-    the outputs, the two reports and the summary pages (:data:`~qcamo_jax.summary_plot.PER_PAGE` images each)."""
-    pages = max(1, -(-int(n_inputs) // summary_plot.PER_PAGE))
+    the outputs, the two reports and, with ``summary``, the summary pages
+    (:data:`~qcamo_jax.summary_plot.PER_PAGE` images each)."""
+    pages = max(1, -(-int(n_inputs) // summary_plot.PER_PAGE)) if summary else 0
     return [*names, REPORT_JSON, REPORT_CSV, *(page_path(SUMMARY_PNG, k).name for k in range(1, pages + 1))]
 
 
+#: A refusal names at most this many of the files at risk (and counts the rest).
+_NAMED_AT_MOST = 5
 #: Fields every record of a qcamo report has (qcamo_jax.record.FIELDS).
 _RUN_FIELDS = frozenset({"path", "output", "error", "input_sha256", "settings_hash"})
 
@@ -126,8 +129,9 @@ _RUN_FIELDS = frozenset({"path", "output", "error", "input_sha256", "settings_ha
 def earlier_run_files(out: Path) -> set[str]:
     """Names of the files earlier runs wrote (or were about to write) in ``out``: those a run may replace.
 
-    The names in ``out/.qcamo-files`` (:func:`write_manifest`), and for a folder a run filled before that
-    list existed, the outputs its valid ``report.json`` lists, with the reports and summary pages.
+    The names in ``out/.qcamo-files`` (:func:`write_manifest`); for a folder a run filled before that
+    list existed (or whose list is unreadable), the outputs its valid ``report.json`` lists, with the
+    reports and summary pages.
     """
     names: set[str] = set()
     try:
@@ -135,7 +139,7 @@ def earlier_run_files(out: Path) -> set[str]:
     except (OSError, ValueError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("files"), list):
-        names.update(n for n in data["files"] if isinstance(n, str))
+        return {n for n in data["files"] if isinstance(n, str)}
     records = read_records(out)
     # A qcamo report, not any JSON list of objects with a "path" (a photo catalogue's report.json): every
     # record carries the run's own fields.
@@ -146,15 +150,16 @@ def earlier_run_files(out: Path) -> set[str]:
     return names
 
 
-def check_existing_files_are_runs(out: Path, names: Sequence[str], n_inputs: int) -> None:
+def check_existing_files_are_runs(out: Path, names: Sequence[str], n_inputs: int, summary: bool = True) -> None:
     """Refuse, before anything is written, a run that would replace a file no earlier run wrote in ``out``.
 
     Outputs and reports are written over the files of an earlier run (a re-run replaces them; ``--resume``
     keeps what it can), but a file of the user's own that happens to have an output's name (``photo.jpg``
-    beside the input ``photo.png`` in ``--out``) is never replaced: the run stops here, naming it.
+    beside the input ``photo.png`` in ``--out``) is never replaced: the run stops here, naming every such
+    file (the first :data:`_NAMED_AT_MOST`). ``summary``: the run writes summary pages.
 
     Raises:
-      QcamoError: naming the output folder and the file at risk.
+      QcamoError: naming the output folder and the files at risk.
     """
     if not out.is_dir():
         return
@@ -162,26 +167,29 @@ def check_existing_files_are_runs(out: Path, names: Sequence[str], n_inputs: int
     if manifest.exists() and not manifest.is_file():
         raise QcamoError(f"{RUN_MANIFEST} there is not a file (a run keeps the list of its file names in it); "
                          f"move it or choose another --out", out)
-    ours = None
-    for name in run_file_names(names, n_inputs):
-        path = out / name
-        if not (path.exists() or path.is_symlink()):
-            continue
-        if ours is None:
-            ours = earlier_run_files(out)
-        if name not in ours:
-            raise QcamoError(f"the run would replace {name}, a file no earlier qcamo run wrote there; move it "
-                             f"or choose another --out", out)
+    existing = [n for n in run_file_names(names, n_inputs, summary) if (out / n).exists() or (out / n).is_symlink()]
+    if not existing:
+        return
+    ours = earlier_run_files(out)
+    foreign = [n for n in existing if n not in ours]
+    if len(foreign) == 1:
+        raise QcamoError(f"the run would replace {foreign[0]}, a file no earlier qcamo run wrote there; move it "
+                         f"or choose another --out", out)
+    if foreign:
+        shown = ", ".join(foreign[:_NAMED_AT_MOST]) + (f" and {len(foreign) - _NAMED_AT_MOST} more"
+                                                         if len(foreign) > _NAMED_AT_MOST else "")
+        raise QcamoError(f"the run would replace {len(foreign)} files no earlier qcamo run wrote there ({shown}); "
+                         f"move them or choose another --out", out)
 
 
-def write_manifest(out: Path, names: Sequence[str], n_inputs: int) -> None:
+def write_manifest(out: Path, names: Sequence[str], n_inputs: int, summary: bool = True) -> None:
     """Add this run's file names (:func:`run_file_names`) to ``out/.qcamo-files``, before it writes any.
 
     A run killed before its first report still leaves this list, so the next run (or ``--resume``) knows
     the files it finds are a run's, not the user's (:func:`check_existing_files_are_runs`). Written
     atomically; names of earlier runs are kept.
     """
-    known = sorted(earlier_run_files(out) | set(run_file_names(names, n_inputs)))
+    known = sorted(earlier_run_files(out) | set(run_file_names(names, n_inputs, summary)))
     fileio.atomic_write_bytes(out / RUN_MANIFEST, (json.dumps({"files": known}, ensure_ascii=False) + "\n").encode())
 
 

@@ -117,7 +117,7 @@ def run(
     shash = settings_hash(settings, model_identity(model), engine.identity)
     names = output_names(paths, settings.extension)
     check_inputs_spared(out, inputs, paths, names)
-    check_existing_files_are_runs(out, names, len(paths))
+    check_existing_files_are_runs(out, names, len(paths), summary)
     if log_json is not None:
         check_log_spared(log_json, out, paths, names)
     group.agree("the inputs and settings", job_fingerprint(paths, names, shash, batch_size, resume, devices))
@@ -168,7 +168,7 @@ def _run(batches: BatchRunner, items: list[Item], records: list, out, model, set
     # After that collective (every process has swept its stale temporary files, so none deletes this
     # one's) and before any file is written: the names this run may write are a run's, not the user's.
     if group.is_main:
-        write_manifest(out, [it.name for it in items], len(items))
+        write_manifest(out, [it.name for it in items], len(items), summary)
     plan = plan_batches(ok, batch_size)
     reuse = reuse_flags(plan, previous, shash, out, group)
     reused = processed = 0
