@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ def main(argv=None) -> int:
 
     from attack_pgd import build_models, photos, torch_search
     from qcamo_jax import attacks
+    from report_json import emit
     from sections.measure import alternating_times, device_info
 
     torch.set_num_threads(os.cpu_count())
@@ -85,14 +85,7 @@ def main(argv=None) -> int:
         "attack_from_parts_s": {side: round(4 * med[f"{side}_grad"] + 3 * med[f"{side}_forward"], 4) for side in ("jax", "torch")},
         "timing_wall_s": round(time.perf_counter() - t0, 1),
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        from qcamo_jax.fileio import atomic_write
-
-        with atomic_write(args.json, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

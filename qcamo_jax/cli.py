@@ -65,6 +65,12 @@ def _command_module(name: str):
 _warned: set[str] = set()
 
 
+def _warn_once(text: str, file=None) -> None:
+    if text not in _warned:
+        _warned.add(text)
+        print(text, file=file or sys.stderr)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
     """Warnings about an input file as one line (``qcamo: warning: <file>: <problem>``, once per file and
     problem, or :func:`~qcamo_jax.errors.skip_line` for a skipped one); others as usual."""
@@ -73,20 +79,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
     if issubclass(category, InputSkipped) and isinstance(message, InputSkipped):
         print(skip_line(message.path, message.reason), file=file or sys.stderr)
     elif issubclass(category, ImageFileWarning):
-        text = f"qcamo: warning: {one_line(str(message))}"  # a newline can only be a path's
-        if text not in _warned:
-            _warned.add(text)
-            print(text, file=file or sys.stderr)
+        _warn_once(f"qcamo: warning: {one_line(str(message))}", file)  # a newline can only be a path's
     elif str(message).startswith("Error reading persistent compilation cache entry"):
         # JAX then compiles anew but never rewrites the damaged entry (jax/_src/lru_cache.py: an existing key
         # is kept), so every later run would compile it again: say how to get the cache back.
         from qcamo_jax import compile_cache
 
-        text = (f"qcamo: warning: a damaged entry of the compile cache {compile_cache.active_dir() or ''} was "
-                f"skipped (compiled again instead); delete that folder to rebuild it")
-        if text not in _warned:
-            _warned.add(text)
-            print(text, file=file or sys.stderr)
+        _warn_once(f"qcamo: warning: a damaged entry of the compile cache {compile_cache.active_dir() or ''} was "
+                   f"skipped (compiled again instead); delete that folder to rebuild it", file)
     else:
         _default(message, category, filename, lineno, file, line)
 
