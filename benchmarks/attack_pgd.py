@@ -55,8 +55,13 @@ def photos(size: tuple[int, int], n: int) -> np.ndarray:
     return np.stack(out)
 
 
-def build_models(calib: np.ndarray, seed: int):
-    """The PyTorch MediaEval KonCept512 and the same weights as a Flax :class:`QualityModel`."""
+def build_models(calib: np.ndarray, seed: int, inference: bool = True):
+    """The PyTorch MediaEval KonCept512 and the same weights as a Flax :class:`QualityModel`.
+
+    The Flax model is in the form ``hub.load_model`` gives (its inference form: batch norms folded into
+    the convolutions, ``qcamo_jax.models.inference_form``) unless ``inference=False``; the PyTorch
+    model is the eager ``eval()`` module a PyTorch user runs, batch norms apart.
+    """
     import torch
 
     from qcamo_jax.models import convert, hub
@@ -69,7 +74,7 @@ def build_models(calib: np.ndarray, seed: int):
         torch.save(tmodel.state_dict(), path)
         variant, variables = convert.convert_variables(path)
     jmodel = hub.from_variables("koncept512", {"variant": variant, "size": "full"}, variables)
-    return tmodel, jmodel
+    return tmodel, hub.inference_form(jmodel) if inference else jmodel
 
 
 def torch_search(tmodel, x0: np.ndarray, targets: np.ndarray, eps_max: float, tries: int, steps: int,

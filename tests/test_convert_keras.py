@@ -98,8 +98,12 @@ def test_parity_full_size(keras_files, converted):
 
 
 def test_parity_smaller_size(keras_files, converted):
-    """The Keras model is fully convolutional with a global pool: any size gives the original's score."""
+    """The Keras model is fully convolutional with a global pool: any size gives the original's score.
+
+    ``load_model`` gives the inference form (batch norms folded); the standard form matches too."""
+    assert converted[1].metadata["form"] == "inference"
     _check_parity(converted[1], keras_files["refs"][SMALL])
+    _check_parity(hub.load_model(keras_files["dir"] / "koncept.safetensors", inference=False), keras_files["refs"][SMALL])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -80,7 +80,15 @@ def test_parity_full_size(torch_files, converted):
 
 
 def test_parity_smaller_size(torch_files, converted):
+    """``load_model`` gives the inference form (batch norms folded); it matches PyTorch like the standard form."""
+    assert converted[1].metadata["form"] == "inference"
     _check_parity(converted[1], torch_files["refs"][SMALL])
+
+
+def test_parity_smaller_size_standard_form(torch_files, converted):
+    standard = hub.load_model(torch_files["dir"] / "koncept.safetensors", inference=False)
+    assert "form" not in standard.metadata and "backbone" in standard.variables["batch_stats"]
+    _check_parity(standard, torch_files["refs"][SMALL])
 
 
 def test_pooling_quirk_matters(torch_files, converted):
@@ -89,7 +97,7 @@ def test_pooling_quirk_matters(torch_files, converted):
 
     from qcamo_jax.models.inception_resnet_v2 import InceptionResNetV2
 
-    model = converted[1]
+    model = hub.load_model(torch_files["dir"] / "koncept.safetensors", inference=False)
     x = jnp.asarray(torch_files["refs"][FULL][0][:1], jnp.float32)
 
     backbone = InceptionResNetV2(model.module.backbone, bn_scale=True)

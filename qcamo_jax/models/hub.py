@@ -3,7 +3,9 @@
 ``load_model("default")`` gives the embedded default model shipped in ``weights/``;
 ``load_model("path/to/file.safetensors")`` a converted KonCept512 (see :mod:`qcamo_jax.models.convert`)
 or any checkpoint written by :func:`qcamo_jax.models.checkpoint.save`; ``load_model("tiny-random")``
-a randomly initialised tiny KonCept512 for tests and demos.
+a randomly initialised tiny KonCept512 for tests and demos. Models come back in their
+:func:`inference_form` (KonCept512's batch norms folded into its convolutions) unless
+``inference=False`` asks for the standard form the checkpoint holds.
 
 Architectures register here as ``name -> "module:function"``; the function takes the checkpoint's
 ``config`` keyword arguments and returns a Flax module. Imports are lazy so that loading one
@@ -32,6 +34,12 @@ from qcamo_jax.models import checkpoint
 ARCHITECTURES: dict[str, str] = {
     "koncept512": "qcamo_jax.models.koncept:build",
     "qcamo-small": "qcamo_jax.models.small:build",
+}
+
+#: architecture name -> "module:function" giving the variables of its inference form (the module
+#: built with ``fused=True``); see :func:`inference_form`.
+INFERENCE_FORMS: dict[str, str] = {
+    "koncept512": "qcamo_jax.models.inference_form:fuse_koncept512",
 }
 
 DEFAULT_WEIGHTS = "default.safetensors"
@@ -147,9 +155,38 @@ def load_file(path: str | os.PathLike) -> QualityModel:
     return from_variables(architecture, config, checkpoint.unflatten(flat), metadata, source=os.fspath(path))
 
 
-def load_model(spec: str | os.PathLike = "default") -> QualityModel:
-    """Load a model by name (``default``, ``tiny-random``) or by checkpoint path."""
-    spec_s = os.fspath(spec)
+def inference_form(model: QualityModel) -> QualityModel:
+    """The same model in its inference form, for scoring and attacks (:data:`INFERENCE_FORMS`).
+
+    KonCept512's batch norms are folded into its convolutions and its parallel 1x1 convolutions merged
+    (:mod:`qcamo_jax.models.inference_form`): the same scores and gradients up to float32 rounding,
+    computed faster. ``metadata["form"]`` becomes ``"inference"``. Architectures without such a form,
+    and a model already in it, come back unchanged. The result's variables are not a checkpoint:
+    convert, save and train the standard form.
+    """
+    architecture = model.metadata.get("architecture")
+    if model.metadata.get("form") == "inference" or architecture not in INFERENCE_FORMS:
+        return model
+    mod_name, fn_name = INFERENCE_FORMS[architecture].split(":")
+    fuse = getattr(importlib.import_module(mod_name), fn_name)
+    variables = jax.tree.map(jnp.asarray, fuse(model.variables))
+    return dataclasses.replace(model, module=model.module.clone(fused=True), variables=variables,
+                               metadata={**model.metadata, "form": "inference"})
+
+
+def load_model(spec: str | os.PathLike = "default", inference: bool = True) -> QualityModel:
+    """Load a model by name (``default``, ``tiny-random``) or by checkpoint path.
+
+    Args:
+      spec: ``"default"``, ``"tiny-random"`` or a checkpoint path.
+      inference: return the model's :func:`inference_form` (the default: faster, same scores up to
+        float32 rounding); ``False`` gives the standard form, whose variables match the checkpoint.
+    """
+    model = _load_standard(os.fspath(spec))
+    return inference_form(model) if inference else model
+
+
+def _load_standard(spec_s: str) -> QualityModel:
     if spec_s == "default":
         path = WEIGHTS_DIR / DEFAULT_WEIGHTS
         if not path.is_file():

@@ -57,6 +57,9 @@ class KonCept512(nn.Module):
       input_size: ``(H, W)`` the model was trained at.
       min_size: smallest ``(H, W)`` the architecture accepts.
       pool_window: ``mediaeval`` only: side of the top-left average-pool window on the final map.
+      fused: the backbone's inference form (see :mod:`qcamo_jax.models.inception_resnet_v2`); its
+        variables come from :func:`qcamo_jax.models.inference_form.fuse_koncept512`, never from a
+        converter or a checkpoint.
     """
 
     variant: str = "keras"
@@ -64,13 +67,15 @@ class KonCept512(nn.Module):
     input_size: tuple[int, int] = (384, 512)
     min_size: tuple[int, int] = (75, 75)
     pool_window: int = 8
+    fused: bool = False
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown KonCept512 variant {self.variant!r}; expected one of {VARIANTS}")
         x = jnp.asarray(pixels, jnp.float32) / 127.5 - 1.0
-        feats = InceptionResNetV2(self.backbone, bn_scale=self.variant == "mediaeval", name="backbone")(x)
+        feats = InceptionResNetV2(self.backbone, bn_scale=self.variant == "mediaeval", fused=self.fused,
+                                  name="backbone")(x)
         feats = pool(feats, self.variant, self.pool_window)
         for i, width in enumerate(HEAD_WIDTHS):
             feats = nn.relu(nn.Dense(self.backbone.ch(width), name=f"dense_{i}")(feats))
