@@ -8,6 +8,7 @@ have non-trivial statistics and gammas, so that a wrong fold or a wrong merge or
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ def _perturbed(model, seed):
     def walk(tree, kind):
         out = {}
         for k, v in tree.items():
-            if isinstance(v, dict) or hasattr(v, "items"):
+            if isinstance(v, Mapping):
                 out[k] = walk(v, kind)
             elif kind == "batch_stats":
                 out[k] = (rng.uniform(0.3, 3.0, v.shape) if k == "var" else rng.normal(0, 0.5, v.shape)).astype(np.float32)

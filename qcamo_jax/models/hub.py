@@ -104,9 +104,13 @@ def build_module(architecture: str, config: Mapping[str, Any]) -> nn.Module:
     """Instantiate a registered architecture with its config."""
     if architecture not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
-    mod_name, fn_name = ARCHITECTURES[architecture].split(":")
-    builder = getattr(importlib.import_module(mod_name), fn_name)
-    return builder(**config)
+    return _resolve(ARCHITECTURES[architecture])(**config)
+
+
+def _resolve(spec: str) -> Callable:
+    """The function a registry entry ``"module:function"`` names (imported on first use)."""
+    mod_name, fn_name = spec.split(":")
+    return getattr(importlib.import_module(mod_name), fn_name)
 
 
 def from_variables(
@@ -167,9 +171,7 @@ def inference_form(model: QualityModel) -> QualityModel:
     architecture = model.metadata.get("architecture")
     if model.metadata.get("form") == "inference" or architecture not in INFERENCE_FORMS:
         return model
-    mod_name, fn_name = INFERENCE_FORMS[architecture].split(":")
-    fuse = getattr(importlib.import_module(mod_name), fn_name)
-    variables = jax.tree.map(jnp.asarray, fuse(model.variables))
+    variables = jax.tree.map(jnp.asarray, _resolve(INFERENCE_FORMS[architecture])(model.variables))
     return dataclasses.replace(model, module=model.module.clone(fused=True), variables=variables,
                                metadata={**model.metadata, "form": "inference"})
 
