@@ -43,14 +43,8 @@ def _perturbed(model, seed):
 
 def _tiny(variant):
     """Tiny KonCept512 of either variant (mediaeval: batch norms with gamma), perturbed, and its input size."""
-    if variant == "keras":
-        return _perturbed(hub.init_random("koncept512", {"variant": "keras", "size": "tiny"}), 0), (96, 128)
-    # The tiny MediaEval model pools a 1x1 window: it needs a 1x1 final map, i.e. an input of ~75-105 pixels.
-    module = hub.build_module("koncept512", {"variant": "mediaeval", "size": "tiny"})
-    variables = jax.jit(module.init)(jax.random.PRNGKey(3), jnp.zeros((1, 80, 96, 3), jnp.float32))
-    model = hub.QualityModel(module, variables, {"architecture": "koncept512",
-                                                 "config": '{"size": "tiny", "variant": "mediaeval"}'}, (80, 96), (75, 75))
-    return _perturbed(model, 1), (80, 96)
+    model = hub.init_random("koncept512", {"variant": variant, "size": "tiny"})
+    return _perturbed(model, 0 if variant == "keras" else 1), model.input_size
 
 
 def test_same_scores_and_gradients_as_the_standard_form():
@@ -124,3 +118,21 @@ def test_a_tree_that_is_not_a_standard_koncept512_is_refused():
     params["backbone"]["block35_1"] = {k: v for k, v in params["backbone"]["block35_1"].items() if k != "branch1_0"}
     with pytest.raises(ValueError, match="block35_1: no convolution named branch1_0"):
         inference_form.fuse_koncept512({"params": params, "batch_stats": standard.variables["batch_stats"]})
+
+
+def test_the_inference_form_is_not_saved_and_a_saved_form_label_is_ignored(tmp_path):
+    fused = hub.load_model("tiny-random")
+    with pytest.raises(ValueError, match="inference form.*inference=False"):
+        checkpoint.save(tmp_path / "fused.safetensors", fused.variables, fused.metadata)
+    assert not (tmp_path / "fused.safetensors").exists()
+    # Standard variables in a file whose metadata still says "inference" (written without checkpoint.save):
+    # loading ignores the label and folds them.
+    from safetensors.numpy import save_file
+
+    standard = hub.load_model("tiny-random", inference=False)
+    path = tmp_path / "standard.safetensors"
+    flat = {k: np.asarray(v) for k, v in checkpoint.flatten(standard.variables).items()}
+    save_file(flat, path, metadata={**fused.metadata, "format_version": "1"})
+    loaded = hub.load_model(path)
+    assert loaded.module.fused and loaded.metadata["form"] == "inference"
+    assert "form" not in hub.load_model(path, inference=False).metadata

@@ -61,12 +61,20 @@ def save(path: str | os.PathLike, variables: Mapping[str, Any], metadata: Mappin
       path: destination ``.safetensors`` file.
       variables: Flax variable tree (arrays of any float dtype are stored as they are).
       metadata: must contain ``architecture`` and ``config`` (a JSON string).
+
+    Raises:
+      ValueError: ``architecture`` or ``config`` missing, or ``metadata["form"] == "inference"``: the
+        variables of a model's inference form (what ``hub.load_model`` gives by default) do not fit the
+        architecture's checkpoint layout; save ``hub.load_model(..., inference=False)``'s instead.
     """
     from safetensors.numpy import save as st_save
 
     for required in ("architecture", "config"):
         if required not in metadata:
             raise ValueError(f"checkpoint metadata needs {required!r}")
+    if metadata.get("form") == "inference":
+        raise ValueError("these are the variables of the model's inference form (batch norms folded), which no "
+                         "checkpoint holds; save the standard form: hub.load_model(..., inference=False)")
     json.loads(metadata["config"])
     meta = {"format_version": FORMAT_VERSION, **{k: str(v) for k, v in metadata.items()}}
     flat = {k: np.ascontiguousarray(jax.device_get(v)) for k, v in flatten(variables).items()}

@@ -156,6 +156,7 @@ def load_file(path: str | os.PathLike) -> QualityModel:
     except json.JSONDecodeError as exc:
         raise WeightFileError(f"bad config metadata ({exc})", path) from None
     metadata.setdefault("name", Path(path).stem)
+    metadata.pop("form", None)  # a checkpoint holds the standard form (checkpoint.save); inference_form() sets it
     return from_variables(architecture, config, checkpoint.unflatten(flat), metadata, source=os.fspath(path))
 
 
