@@ -72,6 +72,17 @@ def test_mediaeval_pooling_window_and_size_limits():
         jax.eval_shape(module.apply, shapes, jnp.zeros((1, 256, 320, 3)))
 
 
+@pytest.mark.parametrize("variant", koncept.VARIANTS)
+@pytest.mark.parametrize("size", koncept.SIZES)
+def test_every_variant_and_size_scores_its_own_input_size(variant, size):
+    """The declared input size is one the model accepts (the tiny MediaEval model once declared 96x128,
+    whose 1x2 final map its 1x1 pooling window refuses)."""
+    module = koncept.build(variant, size)
+    x = jnp.zeros((1, *module.input_size, 3))
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+    assert jax.eval_shape(module.apply, shapes, x).shape == (1,)
+
+
 def test_build_rejects_unknown_options():
     with pytest.raises(ValueError, match="variant"):
         koncept.build("caffe")

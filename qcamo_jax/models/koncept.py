@@ -27,7 +27,8 @@ Sizes other than 384x512 (what the original models do when fed such an image):
   (the flattened features no longer have 1536 entries); this module raises ``ValueError`` at trace time.
 
 ``size="tiny"`` is a narrow, shallow stand-in (channels / 8, one residual block of each kind, input
-96x128) with the same structure, for fast CPU tests; its pooling window for ``mediaeval`` is 1x1.
+96x128) with the same structure, for fast CPU tests. Its ``mediaeval`` pooling window is 1x1, so it
+needs a 1x1 final map (inputs of 75..119 pixels a side): its input size is 80x96.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def build(variant: str = "keras", size: str = "full") -> KonCept512:
         min_size = (299, 299) if variant == "mediaeval" else (75, 75)
         return KonCept512(variant, FULL, (384, 512), min_size, 8)
     if size == "tiny":
-        return KonCept512(variant, TINY, (96, 128), (75, 75), 1)
+        # The tiny MediaEval model pools a 1x1 window of a map that is 1x1 only for inputs of 75..119 pixels.
+        return KonCept512(variant, TINY, (96, 128) if variant == "keras" else (80, 96), (75, 75), 1)
     raise ValueError(f"unknown KonCept512 size {size!r}; expected one of {SIZES}")
 
 
