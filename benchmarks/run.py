@@ -22,8 +22,9 @@ Sections (``--only`` picks some):
 (c) memory per image: XLA's buffer assignment of each compiled program (``memory_analysis()``:
 arguments + outputs + temporaries, the device memory the program needs) and, on a GPU, the allocator's
 peak (``memory_stats()['peak_bytes_in_use']``). (d) compile times are reported apart and never included
-in a rate. Every timed JAX call ends in ``block_until_ready``; times are medians of ``--repeats`` runs
-after one warm-up run.
+in a rate. Every timed JAX call ends in ``block_until_ready``. JAX and PyTorch calls alternate round by
+round; times are medians of ``--repeats`` rounds after two warm-up rounds (gradients) and of
+``--attack-repeats`` rounds after one warm-up round (attacks).
 
 The model is the MediaEval KonCept512 (the PyTorch port) with random weights, batch norms calibrated on
 real photos so scores look like MOS (``benchmarks/attack_pgd.py:build_models``), converted to Flax with
@@ -66,9 +67,9 @@ from sections.torch_compile import bench_torch_compile  # noqa: E402
 from sections.torch_side import torch_setup  # noqa: E402
 
 #: ``--quick`` reductions (printed in the report and stored in the JSON).
-QUICK = {"batches": [1, 2], "attack_batch": 1, "steps": 2, "tries": 2, "repeats": 2, "option_batch": 4,
+QUICK = {"batches": [1, 2], "attack_batch": 1, "steps": 2, "tries": 2, "repeats": 2, "attack_repeats": 2, "option_batch": 4,
          "options_model": "tiny", "options_images": 4}
-FULL = {"batches": [1, 4, 8, 16, 32], "attack_batch": 8, "steps": 10, "tries": 7, "repeats": 5, "option_batch": 16,
+FULL = {"batches": [1, 4, 8, 16, 32], "attack_batch": 8, "steps": 10, "tries": 7, "repeats": 5, "attack_repeats": 3, "option_batch": 16,
         "options_model": "full", "options_images": 32}
 
 
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--attack-batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="PGD steps per bisection try (paper setting: 10)")
     p.add_argument("--tries", type=int, default=None, help="bisection tries (paper: 7)")
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds of each gradient (after two warm-up rounds)")
+    p.add_argument("--attack-repeats", type=int, default=None, help="timed rounds of each attack (after one warm-up round)")
     p.add_argument("--options", default="fp32,tf32,bf16,remat,donate", help="speed options to compare (first = reference)")
     p.add_argument("--options-model", choices=("full", "tiny"), default=None,
                    help="model for the options section (tiny: the tiny KonCept512, random weights)")
@@ -100,7 +102,8 @@ def main(argv=None) -> int:
 
     budget = Budget(args.deadline)
     settings = dict(QUICK if args.quick else FULL)
-    for k in ("batches", "attack_batch", "steps", "tries", "repeats", "options_model", "options_images", "option_batch"):
+    for k in ("batches", "attack_batch", "steps", "tries", "repeats", "attack_repeats", "options_model", "options_images",
+              "option_batch"):
         if getattr(args, k) is not None:
             settings[k] = getattr(args, k)
     only = args.only or ("grad,attack,options" if args.quick else "grad,attack,options,compile")
@@ -184,10 +187,10 @@ def main(argv=None) -> int:
         clean = np.asarray(jax.jit(jmodel.apply)(jmodel.variables, jnp.asarray(x)))
         targets = (clean - 10.0).astype(np.float32)  # ten points below each image's own score
         return bench_attack(tmodel, jmodel, x, targets, settings["steps"], settings["tries"],
-                            max(1, settings["repeats"] - 2), torch_device, log, precision_spec)
+                            settings["attack_repeats"], torch_device, log, precision_spec)
 
-    # attack + quantizer + clean scores compiled; (repeats - 2) timed runs a side, one warm-up.
-    attack_estimate = lambda: budget.estimate(images=attack_images, runs=2 * max(1, settings["repeats"] - 2) + 1, compiles=3)
+    # attack + quantizer + clean scores compiled; a first JAX run, then (attack_repeats + 1) rounds of both sides.
+    attack_estimate = lambda: budget.estimate(images=attack_images, runs=2 * (settings["attack_repeats"] + 1) + 1, compiles=3)
     runners["attack"] = (lambda: attack("fp32"), attack_estimate)
     runners["attack-tf32"] = (lambda: attack("tf32"), attack_estimate)
 

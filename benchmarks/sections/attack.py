@@ -67,8 +67,10 @@ def bench_attack(tmodel, jmodel, images, targets, steps, tries, repeats, torch_d
                 if torch_device != "cpu":  # cuDNN autotuning of these shapes happens here, not in the timed run
                     torch_search(tmodel, images[:b].astype(np.float32), targets, 2000.0, 1, 1)
                     _sync(torch, torch_device)
-                # The JAX attack already ran once above (its warm-up); the two sides alternate call by call.
-                timed = alternating_times({"jax": jax_attack, "torch": torch_attack}, repeats, warmup=0)
+                # The two sides alternate call by call, after one untimed round of both. (Until 2026-12-07 only
+                # JAX had an untimed run, its first call above, and --quick timed one call a side: PyTorch's
+                # first full attack counted, and one slow call set either side's figure.)
+                timed = alternating_times({"jax": jax_attack, "torch": torch_attack}, repeats, warmup=1)
         except Exception as exc:
             torch_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     if timed is None:  # no PyTorch side, or it failed: JAX alone
