@@ -102,3 +102,25 @@ def test_alternating_times_interleaves_the_sides_and_reverses_every_other_round(
     assert (jax_side.last, torch_side.last) == ("jax", "torch")
     assert 0.002 <= jax_side.median_s < torch_side.median_s
     assert per_round_ratios([1.0, 3.0], [2.0, 2.0]) == [0.5, 1.5]
+
+
+@pytest.mark.parametrize("kernel, padding", [((3, 3), ((1, 1), (1, 1))), ((3, 3), ((0, 0), (0, 0))),
+                                             ((7, 1), ((3, 3), (0, 0))), ((1, 3), ((0, 0), (1, 1)))])
+def test_probe_conv_algorithms_compute_the_convolution(kernel, padding):
+    """The Winograd F(2x2, 3x3) and patch-product convolutions of probe_conv_algorithms.py equal lax's, odd sizes included."""
+    import jax
+    import numpy as np
+    from jax import lax
+
+    import probe_conv_algorithms as probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 12, 5)).astype(np.float32)
+    w = rng.normal(size=(*kernel, 5, 4)).astype(np.float32)
+    ref = lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   precision=lax.Precision.HIGHEST)
+    algorithms = [probe.im2col_conv] + ([probe.winograd_conv] if kernel == (3, 3) else [])
+    for algorithm in algorithms:
+        out = jax.jit(algorithm, static_argnums=2)(x, w, padding)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
