@@ -1,6 +1,6 @@
 """Probe: KonCept512's forward + input gradient with the weights as arguments against the weights baked in.
 
-    python benchmarks/probe_constant_weights.py [--batch 2] [--rounds 10] [--json PATH]
+    python benchmarks/probe_constant_weights.py [--batch 2] [--rounds 10] [--form standard] [--json PATH]
 
 Every attack in this package takes the model's variables as a ``jax.jit`` argument, so each call
 prepares the kernels again: the transposed and reversed copies the input-gradient convolutions read
@@ -11,8 +11,10 @@ weights, 384x512, float32), checks their gradients agree, and times them alterna
 (``--rounds`` rounds, the first two dropped as warm-up), so the difference is what per-call weight
 preparation costs on this CPU. It changes nothing in the package; it sizes a possible option.
 
-JSON: ``compile_s`` and ``median_s`` of both, ``gain`` (1 - baked / argument), the gradients' largest
-absolute difference, the device (with the XLA flags in force) and this command.
+JSON: ``compile_s``, ``median_s`` and the serialized executable's size (what JAX's persistent
+compilation cache would store, ``serialized_executable_mib``) of both, ``gain`` (1 - baked /
+argument), the gradients' largest absolute difference, the device (with the XLA flags in force) and
+this command.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--form", choices=("standard", "inference"), default="standard",
+                   help="KonCept512's form (hub.inference_form: batch norms folded; what load_model gives)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.rounds < 3:
@@ -47,6 +51,8 @@ def main(argv=None) -> int:
     from sections.measure import device_info
 
     model = hub.init_random("koncept512", {"variant": "mediaeval", "size": "full"})
+    if args.form == "inference":
+        model = hub.inference_form(model)
     variables = model.variables
     x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (args.batch, 384, 512, 3)), jnp.float32)
     as_argument = jax.jit(jax.value_and_grad(lambda v, p: model.apply(v, p).sum(), argnums=1))
@@ -58,6 +64,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     run_baked = baked_in.lower(x).compile()
     compile_baked = time.perf_counter() - t0
+    from jax.experimental import serialize_executable
+
+    serialized_mib = {name: len(serialize_executable.serialize(c)[0]) / 2**20
+                      for name, c in (("argument", run_argument), ("baked", run_baked))}
     grad_argument, grad_baked = run_argument(variables, x)[1], run_baked(x)[1]
     max_diff = float(jnp.max(jnp.abs(grad_argument - grad_baked)))
 
@@ -70,7 +80,7 @@ def main(argv=None) -> int:
     med = {name: float(np.median(runs[2:])) for name, runs in times.items()}
     report = {
         "command": "python benchmarks/probe_constant_weights.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "device": device_info(), "batch": args.batch,
+        "device": device_info(), "batch": args.batch, "form": args.form, "serialized_executable_mib": serialized_mib,
         "size": [384, 512], "compile_s": {"argument": compile_argument, "baked": compile_baked},
         "median_s": med, "runs_s": times, "gain": 1.0 - med["baked"] / med["argument"],
         "max_abs_grad_diff": max_diff, "max_abs_grad": float(jnp.max(jnp.abs(grad_argument))),
