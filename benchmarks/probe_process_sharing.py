@@ -1,6 +1,6 @@
 """Probe: does timing JAX and PyTorch in one process (as ``run.py`` does) move their ratio?
 
-    python benchmarks/probe_process_sharing.py [--batch 2] [--rounds 8] [--json PATH]
+    python benchmarks/probe_process_sharing.py [--batch 2] [--rounds 9] [--json PATH]
 
 ``run.py`` alternates JAX and PyTorch calls in one process. There they share glibc's heap (the
 package's malloc settings make it one arena), the CPU caches and two thread pools; a user runs one or
@@ -9,7 +9,8 @@ the other. This probe starts three worker processes with the same random-weight 
 and one that runs both, like ``run.py``. Each worker warms its calls up twice; then every round asks
 the JAX-only worker, the PyTorch-only worker, and the mixed worker for its JAX then its PyTorch call
 (the order reversed every other round), one call at a time, so the machine's drift hits all alike.
-The first round is dropped.
+The first round is dropped. Every worker imports both frameworks and builds both models, so "alone"
+means alone in its calls, not in what is loaded.
 
 JSON: ``median_s`` and ``runs_s`` of ``jax_alone``, ``torch_alone``, ``jax_shared``, ``torch_shared``;
 ``ratio_alone`` and ``ratio_shared`` (JAX / PyTorch); the device and this command.
@@ -72,7 +73,7 @@ def _worker(kind: str, batch: int, conn) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=9, help="timed rounds (odd: the median is then one round's time)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
             here, there = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(kind, args.batch, there))
             proc.start()
+            there.close()  # only the worker holds its end now: if it dies, recv() raises EOFError instead of waiting
             workers[kind] = (proc, here)
         for proc, conn in workers.values():
             if conn.recv() != "ready":
@@ -100,9 +102,13 @@ def main(argv=None) -> int:
                     runs[name].append(seconds)
     finally:
         for proc, conn in workers.values():
-            if proc.is_alive():
+            try:
                 conn.send(None)
-                proc.join(timeout=30)
+            except OSError:  # the worker is gone already
+                pass
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
     med = {name: statistics.median(v) for name, v in runs.items()}
     report = {
         "command": "python benchmarks/probe_process_sharing.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -101,6 +101,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads (default: all cores)")
     args = p.parse_args(argv)
 
+    for name in ("repeats", "attack_repeats"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     budget = Budget(args.deadline)
     settings = dict(QUICK if args.quick else FULL)
     for k in ("batches", "attack_batch", "steps", "tries", "repeats", "attack_repeats", "options_model", "options_images",

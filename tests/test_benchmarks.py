@@ -105,9 +105,15 @@ def test_alternating_times_interleaves_the_sides_and_reverses_every_other_round(
 
 
 @pytest.mark.parametrize("kernel, padding", [((3, 3), ((1, 1), (1, 1))), ((3, 3), ((0, 0), (0, 0))),
-                                             ((7, 1), ((3, 3), (0, 0))), ((1, 3), ((0, 0), (1, 1)))])
+                                             ((3, 3), ((0, 0), (0, 1))), ((7, 1), ((3, 3), (0, 0))),
+                                             ((1, 3), ((0, 0), (1, 1)))])
 def test_probe_conv_algorithms_compute_the_convolution(kernel, padding):
-    """The Winograd F(2x2, 3x3) and patch-product convolutions of probe_conv_algorithms.py equal lax's, odd sizes included."""
+    """probe_conv_algorithms.py's Winograd F(2x2, 3x3) and patch-product convolutions equal lax's.
+
+    Images ``float32 [2, 9, 13, 5]``, kernels ``[kh, kw, 5, 4]`` (HWIO): odd output heights and widths
+    (Winograd's 2x2 tiles cropped), and the one-column padding ``qcamo_jax.models.conv`` gives unpadded
+    stride-1 convolutions.
+    """
     import jax
     import numpy as np
     from jax import lax
@@ -115,7 +121,7 @@ def test_probe_conv_algorithms_compute_the_convolution(kernel, padding):
     import probe_conv_algorithms as probe
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 9, 12, 5)).astype(np.float32)
+    x = rng.normal(size=(2, 9, 13, 5)).astype(np.float32)
     w = rng.normal(size=(*kernel, 5, 4)).astype(np.float32)
     ref = lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                    precision=lax.Precision.HIGHEST)
