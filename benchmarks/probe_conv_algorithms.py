@@ -14,7 +14,8 @@ whole gradient, not on a convolution alone:
   ``--winograd-min`` (KonCept512's large ones): 16 batched products instead of 36 multiplications per
   2x2 output tile. JAX differentiates the transforms, so the input gradient is Winograd-shaped too.
 * ``im2col-7x1``, ``im2col-1x7``, ``im2col-3x1-1x3``: the convolution as one product over its
-  ``kh * kw * C_in`` patch channels (the patches made by ``kh * kw`` shifted slices).
+  ``kh * kw * C_in`` patch channels (``probe_conv_patches.patches_conv``, which tried it on the
+  strided convolutions).
 
 The variants change summation order only: the JSON holds each one's largest score difference and the
 relative L2 distance of its input gradient from ``base``. It changes nothing in the package.
@@ -67,15 +68,10 @@ def winograd_conv(x, w, padding):
 
 
 def im2col_conv(x, w, padding):
-    """Stride-1 convolution as one product over its patches: ``x [B, H, W, C]``, ``w [kh, kw, C, O]``."""
-    import jax.numpy as jnp
-    from jax import lax
+    """Stride-1 :func:`probe_conv_patches.patches_conv`: one product over the ``kh * kw * C_in`` patch channels."""
+    from probe_conv_patches import patches_conv
 
-    kh, kw, c, o = w.shape
-    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    out_h, out_w = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    patches = jnp.concatenate([xp[:, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)], axis=-1)
-    return jnp.einsum("bhwk,ko->bhwo", patches, w.reshape(kh * kw * c, o), precision=lax.Precision.HIGHEST)
+    return patches_conv(x, w, (1, 1), padding)
 
 
 def choose(variant: str, kernel_shape, winograd_min: int):
