@@ -51,6 +51,12 @@ def converted(torch_files):
     return report, hub.load_model(dst)
 
 
+@pytest.fixture(scope="module")
+def standard(converted, torch_files):
+    """The converted file loaded in the standard form (batch norms apart), as the checkpoint holds it."""
+    return hub.load_model(torch_files["dir"] / "koncept.safetensors", inference=False)
+
+
 def _cosines(a, b):
     a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
@@ -85,19 +91,18 @@ def test_parity_smaller_size(torch_files, converted):
     _check_parity(converted[1], torch_files["refs"][SMALL])
 
 
-def test_parity_smaller_size_standard_form(torch_files, converted):
-    standard = hub.load_model(torch_files["dir"] / "koncept.safetensors", inference=False)
+def test_parity_smaller_size_standard_form(torch_files, standard):
     assert "form" not in standard.metadata and "backbone" in standard.variables["batch_stats"]
     _check_parity(standard, torch_files["refs"][SMALL])
 
 
-def test_pooling_quirk_matters(torch_files, converted):
+def test_pooling_quirk_matters(torch_files, standard):
     """The pooled features equal PyTorch's ``base`` output (AvgPool2d(8) kept), and differ from a global average."""
     from qcamo_jax.models import koncept
 
     from qcamo_jax.models.inception_resnet_v2 import InceptionResNetV2
 
-    model = hub.load_model(torch_files["dir"] / "koncept.safetensors", inference=False)
+    model = standard
     x = jnp.asarray(torch_files["refs"][FULL][0][:1], jnp.float32)
 
     backbone = InceptionResNetV2(model.module.backbone, bn_scale=True)
