@@ -38,7 +38,9 @@ COMPILING = frozenset({"attack", "score", "jpeg", "evaluate"})
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = options.Parser(prog="qcamo", description=__doc__.splitlines()[0])
+    parser = options.Parser(prog="qcamo", description="Quality camouflage: change photos imperceptibly so that a blind "
+                                                       "image quality model scores them below a target, even after "
+                                                       "8-bit saving and JPEG re-encoding.")
     parser.add_argument("--version", action="version", version=f"qcamo_jax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
