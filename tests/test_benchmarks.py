@@ -130,3 +130,67 @@ def test_probe_conv_algorithms_compute_the_convolution(kernel, padding):
         out = jax.jit(algorithm, static_argnums=2)(x, w, padding)
         assert out.shape == ref.shape
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_probe_kernel_efficiency_classifies_and_times_a_real_trace(tmp_path):
+    """probe_kernel_efficiency.py's thunk breakdown on a compiled program and its profiler trace.
+
+    A strided 3x3 convolution (``float32 [1, 17, 17, 32]`` -> ``[1, 8, 8, 48]``) and a product
+    (``[64, 48] @ [48, 40]``), forward + input gradient, compiled with the package's XLA:CPU flags and
+    profiled for two calls: every thunk is classified, the convolution's and the product's FLOPs are
+    the textbook counts, and the per-call times add up to the calls' spans.
+    """
+    import glob
+    import gzip
+    import json
+
+    import numpy as np
+    from jax import lax
+
+    import probe_kernel_efficiency as probe
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(1, 17, 17, 32)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(3, 3, 32, 48)).astype(np.float32))
+    m = jnp.asarray(rng.normal(size=(48, 40)).astype(np.float32))
+
+    def loss(image):
+        y = lax.conv_general_dilated(image, w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(jnp.tanh(y.reshape(64, 48) @ m))
+
+    compiled = jax.jit(jax.grad(loss)).lower(x).compile()
+    kinds = probe.classify_program(compiled.as_text())
+    conv_flops = 2.0 * 8 * 8 * 48 * 3 * 3 * 32
+    convolutions = {k: f for k, f in kinds.values() if k.startswith("conv 3x3")}
+    assert any(k.startswith("conv 3x3/s") for k in convolutions), kinds
+    assert conv_flops in convolutions.values()
+    # The input gradient: a convolution over the 2x-dilated cotangent ([1, 8, 8, 48] -> [1, 17, 17, 32]),
+    # its dense count divided by the dilation's factor 4.
+    assert any("/lhs-dilated" in k and f == 2.0 * 17 * 17 * 32 * 3 * 3 * 48 / 4 for k, f in convolutions.items())
+    assert ("product", 2.0 * 64 * 40 * 48) in kinds.values()
+
+    trace_dir = str(tmp_path / "trace")
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        for _ in range(2):
+            jax.block_until_ready(compiled(x))
+    (path,) = glob.glob(trace_dir + "/**/perfetto_trace.json.gz", recursive=True)
+    with gzip.open(path, "rt") as f:
+        events = json.load(f)["traceEvents"]
+    out = probe.thunk_breakdown(events, compiled.as_text())
+    assert out["calls"] == 2
+    assert "other" not in out["classes"], out["classes"]  # every thunk named by the program
+    per_call = sum(c["ms"] for c in out["classes"].values())
+    assert per_call == pytest.approx(sum(out["span_ms"]) / 2, rel=0.05, abs=0.05)
+    with pytest.raises(ValueError):
+        probe.thunk_breakdown([], compiled.as_text())
+
+    # The attribution itself, on made-up events (microseconds): an asynchronous convolution thunk that
+    # returns at once is charged until the next thunk starts; the last thunk, its own duration.
+    conv_name = next(n for n, (k, _) in kinds.items() if k.startswith("conv 3x3/s"))
+    product_name = next(n for n, (k, _) in kinds.items() if k == "product" and n in compiled.as_text().split("ENTRY")[1])
+    made_up = [{"ph": "X", "name": name, "ts": start + offset, "dur": dur, "args": {"hlo_op": name, "run_id": run}}
+               for run, offset in (("1", 0.0), ("2", 5000.0)) for name, start, dur in ((conv_name, 0.0, 10.0), (product_name, 1000.0, 500.0))]
+    out = probe.thunk_breakdown(made_up, compiled.as_text())
+    assert out["calls"] == 2 and out["span_ms"] == [1.5, 1.5]
+    assert out["classes"][kinds[conv_name][0]]["ms"] == 1.0
+    assert out["classes"]["product"]["ms"] == out["products_exact"]["ms"] == 0.5
