@@ -7,7 +7,7 @@ measures how much room either side has left:
 
 1. **The product rate.** One 2048 x 2048 x 2048 float32 product, JAX (``jit(a @ b)``, XLA:CPU with
    the package's flags) and PyTorch (``torch.mm``, 2 threads), median of ``--rounds`` calls each:
-   what this machine's best kernels reach, in GFLOP/s.
+   what these libraries reach on this machine for one large, well-shaped product, in GFLOP/s.
 2. **The whole gradient.** KonCept512 (random-weight MediaEval port, the inference form
    ``hub.load_model`` gives, 384x512, batch ``--batch``), JAX and PyTorch eager alternated call by
    call (``sections.measure.alternating_times``). Rate = the program's FLOPs (XLA's cost analysis of
@@ -15,15 +15,17 @@ measures how much room either side has left:
    divided by each side's median time, and that rate as a fraction of the best product rate of 1.
 3. **Where JAX's time goes.** Three JAX calls under ``jax.profiler`` (a Perfetto trace of XLA:CPU's
    thunks), classified by the compiled program (:func:`thunk_breakdown`). The matrix products run as
-   YNNPACK fusions, which the thunk executor runs synchronously, so their own durations are exact, and
-   their FLOPs come from the fused ``dot``. Eigen convolutions run asynchronously (the thunk returns
-   before the kernel ends), so every thunk is charged the time from its start to the next thunk's
-   start. That attribution is approximate: XLA runs independent branches concurrently, and two
-   thunks that overlap are charged to the one that started first.
+   YNNPACK fusions, which the thunk executor runs synchronously, so their own durations are their
+   wall time (which may overlap a concurrent branch). Eigen convolutions run asynchronously (the thunk
+   returns before the kernel ends), so every thunk is charged the time from its start to the next
+   thunk's start. That attribution is approximate: XLA runs independent branches concurrently, and
+   two thunks that overlap are charged to the one that started first. FLOPs per thunk are counted
+   from the compiled program as XLA's cost analysis counts them (:func:`classify_program`). The
+   profiler slows the calls down by several per cent; the breakdown is for shares, not speeds.
 
 JSON: ``product_rate_gflops`` (jax, torch), ``gradient`` (median and per-round seconds, GFLOP/s,
 fraction of the best product rate, JAX / PyTorch), ``breakdown`` (per class: thunks per call,
-milliseconds per call, GFLOP/s where known; ``products_exact``: the YNNPACK products' own time and
+milliseconds per call, GFLOP/s where known; ``products_own``: the YNNPACK products' own time and
 rate), the device and this command.
 """
 
@@ -47,66 +49,106 @@ sys.path.insert(0, HERE)
 
 import qcamo_jax  # noqa: E402,F401  (sets the package's XLA:CPU flags before JAX starts)
 
-#: ``%name = f32[d0,d1,...]{layout} opcode(operands), attributes``: one HLO instruction.
+#: ``%name = f32[d0,d1,...]{layout} opcode(operands), attributes``: one HLO instruction with an array shape.
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = \w+\[([\d,]*)\]\S* ([\w\-]+)\((.*?)\)(.*)")
-#: ``%fused_computation.7 (param_0: f32[...], ...) -> f32[...] {``: the start of a computation.
-_COMPUTATION = re.compile(r"^%([\w.\-]+) \(.*\) -> ")
+#: ``%name = (f32[...], ...) opcode(...``: an instruction with a tuple shape (name and opcode only).
+_TUPLE_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = \(.*?\) ([\w\-]+)\(")
+#: ``HloModule name, ...``: the program's name, which its thunks' trace events carry.
+_MODULE = re.compile(r"^HloModule ([^,\s]+)", re.M)
+#: ``[ENTRY ]%name (param_0: f32[...], ...) -> f32[...] {``: the start of a computation.
+_COMPUTATION = re.compile(r"^(ENTRY )?%([\w.\-]+) \(.*\) -> ")
 
 
 def _dims(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def classify_program(hlo_text: str) -> dict[str, tuple[str, float | None]]:
-    """``{instruction name: (class, FLOPs or None)}`` for the instructions of a compiled program.
+def _window_pairs(size_in: int, size_out: int, window: dict[str, int]) -> int:
+    """Valid (output position, kernel tap) pairs along one spatial axis: the taps that read an input
+    element, not padding or a hole of the input dilation (what XLA's cost analysis counts)."""
+    dilated = (size_in - 1) * window["lhs_dilate"] + 1
+    pairs = 0
+    for o in range(size_out):
+        for k in range(window["size"]):
+            pos = o * window["stride"] + k * window["rhs_dilate"] - window["pad_lo"]
+            pairs += 0 <= pos < dilated and pos % window["lhs_dilate"] == 0
+    return pairs
 
-    Classes: ``product`` (a ``dot``, or a YNNPACK fusion around one; its FLOPs), ``conv KHxKW`` (with ``/s``
-    for a strided window, ``/lhs-dilated`` for the input gradient of a strided convolution, and
-    `` (YNNPACK)`` when a YNNPACK fusion runs it; FLOPs: 2 x output elements x kernel elements /
-    output features, divided by the input dilation's factor for lhs-dilated ones, whose dilated input
-    is mostly zeros: about the useful work, within a few per cent for KonCept512's maps), ``fusion:<name>`` (the fusion's name without its number) and
-    the bare opcode for the rest. Thunks carry the names of the entry computation's instructions.
+
+def _conv_flops(lhs: list[int], rhs: list[int], out: list[int], attrs: str) -> float:
+    """2 x multiply-adds of one HLO ``convolution``, from its shapes, ``window`` and ``dim_labels``."""
+    lhs_labels, rhs_labels, out_labels = re.split(r"_|->", re.search(r"dim_labels=(\S+?)[,}\s]", attrs + " ").group(1))
+    spatial = [c for c in lhs_labels if c.isdigit()]
+    text = re.search(r"window=\{([^}]*)\}", attrs).group(1)
+    fields = dict(item.split("=", 1) for item in text.split())
+    per_axis = {key: [int(v) for v in fields[key].split("x")] if key in fields else [1] * len(spatial)
+                for key in ("size", "stride", "lhs_dilate", "rhs_dilate")}
+    pads = [tuple(int(v) for v in p.split("_")) for p in fields["pad"].split("x")] if "pad" in fields else [(0, 0)] * len(spatial)
+    pairs = 1
+    for axis, label in enumerate(spatial):
+        window = {key: values[axis] for key, values in per_axis.items()} | {"pad_lo": pads[axis][0]}
+        pairs *= _window_pairs(lhs[lhs_labels.index(label)], out[out_labels.index(label)], window)
+    batch, out_features = out[out_labels.index("b")], out[out_labels.index("f")]
+    return 2.0 * batch * out_features * rhs[rhs_labels.index("i")] * pairs
+
+
+def classify_program(hlo_text: str) -> dict[str, tuple[str, float | None]]:
+    """``{thunk name: (class, FLOPs or None)}`` for the entry computation of a compiled program.
+
+    Classes: ``product`` (a YNNPACK fusion around a ``dot``), ``dot`` (XLA's own), ``conv KHxKW``
+    (with ``/s`` for a strided window and ``/lhs-dilated`` for the input gradient of a strided
+    convolution; `` (YNNPACK)`` when a YNNPACK fusion runs it; a fusion holding several such
+    operations is named by all of them, joined with ``+``), ``fusion:<name>`` (the fusion's name
+    without its number) and the bare opcode for the rest. FLOPs (of a fusion: the sum over its dots
+    and convolutions): 2 x multiply-adds, with a convolution's taps on padding and on the holes of an
+    input dilation left out, as XLA's cost analysis counts them; ``None`` for everything else.
     """
     shapes: dict[str, list[int]] = {}
-    inside: dict[str, tuple[str, float | None]] = {}  # fused computation -> its dot's or convolution's class
-    out: dict[str, tuple[str, float | None]] = {}
-    computation = None
+    entry, computation = None, None
+    kinds: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)  # computation -> its dots/convolutions
+    own: dict[str, tuple[str, float]] = {}  # dot or convolution -> (kind, FLOPs)
+    top: dict[str, tuple[str, str]] = {}  # entry instruction -> (library or opcode, called computation)
     for line in hlo_text.splitlines():
         head = _COMPUTATION.match(line)
         if head:
-            computation = head.group(1)
+            computation = head.group(2)
+            entry = computation if head.group(1) else entry
             continue
         m = _INSTRUCTION.match(line)
         if not m:
+            tuple_shaped = _TUPLE_INSTRUCTION.match(line)
+            if tuple_shaped and computation == entry:
+                top[tuple_shaped.group(1)] = (tuple_shaped.group(2), "")
             continue
         name, dims, opcode, operands, rest = m.groups()
         shapes[name] = _dims(dims)
         operand_names = [o.strip().lstrip("%") for o in operands.split(",") if o.strip()]
         if opcode == "dot":
-            contracting = int(re.search(r"lhs_contracting_dims=\{(\d+)", rest).group(1))
-            k = shapes.get(operand_names[0], [0] * (contracting + 1))[contracting]
-            out[name] = ("product", 2.0 * math.prod(shapes[name]) * k)
+            contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest).group(1)
+            k = math.prod(shapes[operand_names[0]][int(d)] for d in _dims(contracting))
+            own[name] = ("dot", 2.0 * math.prod(shapes[name]) * k)
         elif opcode == "convolution":
             window = re.search(r"window=\{size=(\w+)", rest).group(1)
             kind = "conv " + window + ("/s" if "stride=" in rest else "") + ("/lhs-dilated" if "lhs_dilate" in rest else "")
-            kernel = shapes.get(operand_names[1]) if len(operand_names) > 1 else None
-            dilation = re.search(r"lhs_dilate=(\w+)", rest)
-            dilation_factor = math.prod(int(d) for d in dilation.group(1).split("x")) if dilation else 1
-            out[name] = (kind, 2.0 * math.prod(shapes[name]) * math.prod(kernel[:-1]) / dilation_factor if kernel else None)
-        elif opcode == "fusion":
-            target = re.search(r"calls=%([\w.\-]+)", rest).group(1)
-            if '"__ynn_fusion"' in rest:
-                out[name] = ("ynn", target)  # resolved below: the fused computation may come later
-            else:
-                out[name] = ("fusion:" + re.sub(r"[.\d]+$", "", name), None)
+            own[name] = (kind, _conv_flops(shapes[operand_names[0]], shapes[operand_names[1]], shapes[name], rest))
+        if name in own:
+            kinds[computation].append(own[name])
+        if computation == entry:
+            target = re.search(r"calls=%([\w.\-]+)", rest) if opcode == "fusion" else None
+            library = "ynn" if '"__ynn_fusion"' in rest else opcode
+            top[name] = (library, target.group(1) if target else "")
+    out: dict[str, tuple[str, float | None]] = {}
+    for name, (library, target) in top.items():
+        inner = kinds.get(target or "", [])
+        if library == "ynn" and inner:
+            names = sorted({"product" if k == "dot" else k + " (YNNPACK)" for k, _ in inner})
+            out[name] = ("+".join(names), sum(f for _, f in inner))
+        elif name in own:
+            out[name] = own[name]
+        elif library == "fusion":
+            out[name] = ("fusion:" + re.sub(r"[.\d]+$", "", name), None)
         else:
-            out.setdefault(name, (opcode, None))
-        if computation and opcode in ("dot", "convolution"):
-            inside[computation] = out[name]
-    for name, (kind, extra) in out.items():
-        if kind == "ynn":
-            inner_kind, flops = inside.get(extra, ("ynn fusion", None))
-            out[name] = (inner_kind if inner_kind == "product" else inner_kind + " (YNNPACK)", flops)
+            out[name] = (library, None)
     return out
 
 
@@ -114,22 +156,26 @@ def thunk_breakdown(events: list[dict[str, Any]], hlo_text: str) -> dict[str, An
     """Per-class time of one compiled program's calls, from a Perfetto trace's ``X`` events.
 
     Args:
-      events: trace events; those with ``args.hlo_op`` and ``args.run_id`` are XLA:CPU's thunks.
+      events: trace events; those with ``args.hlo_op``, ``args.run_id`` and this program's
+        ``args.hlo_module`` are its thunks, one ``run_id`` per call.
       hlo_text: the compiled program's ``as_text()``, to classify the thunks (:func:`classify_program`).
 
     Returns: ``calls`` (how many runs), ``span_ms`` (first thunk start to last thunk end, per call),
-    ``classes`` (``{class: {"thunks", "ms", "gflops"}}`` per call, start-to-next-start attribution,
-    largest first) and ``products_exact`` (the products' own thunk durations and rate: exact for
-    YNNPACK's, which run synchronously).
+    ``classes`` (``{class: {"thunks", "ms", "gflops"}}``, per call: thunks, milliseconds charged from
+    each thunk's start to the next one's, and the class's FLOPs over that time; largest first) and
+    ``products_own`` (the YNNPACK product fusions' own durations and rate: they run synchronously, but
+    may overlap a concurrent branch).
 
     Raises:
-      ValueError: no event in ``events`` is an XLA:CPU thunk.
+      ValueError: no event in ``events`` is a thunk of this program.
     """
     kinds = classify_program(hlo_text)
-    thunks = [e for e in events if e.get("ph") == "X" and "run_id" in e.get("args", {}) and "hlo_op" in e["args"]]
+    module = _MODULE.search(hlo_text)
+    thunks = [e for e in events if e.get("ph") == "X" and "run_id" in e.get("args", {}) and "hlo_op" in e["args"]
+              and (module is None or e["args"].get("hlo_module", module.group(1)) == module.group(1))]
     runs = sorted({e["args"]["run_id"] for e in thunks})
     if not runs:
-        raise ValueError("the trace holds no XLA:CPU thunk events")
+        raise ValueError("the trace holds no XLA:CPU thunk events of this program")
     ms: dict[str, float] = collections.defaultdict(float)
     flops: dict[str, float] = collections.defaultdict(float)
     count: collections.Counter = collections.Counter()
@@ -151,10 +197,10 @@ def thunk_breakdown(events: list[dict[str, Any]], hlo_text: str) -> dict[str, An
     def rate(fl: float, milliseconds: float) -> float | None:
         return round(fl / 1e9 / (milliseconds / 1e3), 1) if fl and milliseconds else None
 
-    classes = {k: {"thunks": count[k] // n, "ms": round(ms[k] / n, 2), "gflops": rate(flops[k], ms[k])}
+    classes = {k: {"thunks": round(count[k] / n, 1), "ms": round(ms[k] / n, 2), "gflops": rate(flops[k], ms[k])}
                for k in sorted(ms, key=lambda k: -ms[k])}
-    return {"calls": n, "span_ms": [round(s, 1) for s in spans], "classes": classes,
-            "products_exact": {"ms": round(product_ms / n, 2), "gflops": rate(product_flops, product_ms)}}
+    return {"calls": n, "span_ms": [round(v, 1) for v in spans], "classes": classes,
+            "products_own": {"ms": round(product_ms / n, 2), "gflops": rate(product_flops, product_ms)}}
 
 
 def _product_rates(rounds: int) -> dict[str, float]:
